@@ -1,0 +1,49 @@
+"""keras-quant: quantized TFLite models as a by-product of Keras training.
+
+Typical use, in an existing training script:
+
+    observed = keras_quant.observe(model)
+    observed.fit(
+        x, y, validation_data=(x_val, y_val),
+        callbacks=[keras_quant.callbacks.RangeCalibration()],
+    )
+    keras_quant.export(observed, "model.tflite", mode="int8")
+"""
+
+from keras_quant import callbacks
+from keras_quant.errors import ExportError
+from keras_quant.errors import KerasQuantError
+from keras_quant.errors import NonFiniteActivationError
+from keras_quant.errors import NotCalibratedError
+from keras_quant.errors import UnsupportedModelError
+from keras_quant.errors import UnwritablePathError
+from keras_quant.evaluation import compare
+from keras_quant.exporter import ExportResult
+from keras_quant.exporter import export
+from keras_quant.litert import run as run_tflite
+from keras_quant.modes import Mode
+from keras_quant.observed_model import ObservedModel
+from keras_quant.observed_model import observe
+from keras_quant.observed_model import reset_ranges
+from keras_quant.placement import find_points
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExportError",
+    "ExportResult",
+    "KerasQuantError",
+    "Mode",
+    "NonFiniteActivationError",
+    "NotCalibratedError",
+    "ObservedModel",
+    "UnsupportedModelError",
+    "UnwritablePathError",
+    "callbacks",
+    "compare",
+    "export",
+    "find_points",
+    "observe",
+    "reset_ranges",
+    "run_tflite",
+]

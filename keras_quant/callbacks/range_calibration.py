@@ -1,0 +1,129 @@
+"""`RangeCalibration`: when the observers of a model record."""
+
+import warnings
+
+import keras
+import tensorflow as tf
+
+from keras_quant.observed_model import find_observers
+from keras_quant.observers import RECORD_ALWAYS
+from keras_quant.observers import RECORD_INFERENCE
+from keras_quant.observers import RECORD_OFF
+from keras_quant.observers import RECORD_TRAINING
+
+# phase -> (which steps record, whether ranges follow the weights).
+PHASES = {
+    "validation": (RECORD_INFERENCE, False),
+    "train": (RECORD_TRAINING, True),
+    "both": (RECORD_ALWAYS, True),
+}
+
+
+class RangeCalibration(keras.callbacks.Callback):
+    """Decides when the observers of an observed model record ranges.
+
+    The ranges used at export must describe the final weights:
+
+    - `"validation"`: observers record during validation only and are reset
+      at the start of each validation run, so the last validation run
+      defines the ranges.
+    - `"train"`: observers record on training steps, as a moving average of
+      batch ranges (`momentum`), so the ranges follow the weights.
+    - `"both"`: training and validation steps, as a moving average.
+
+    When training ends the observers stop recording, so a later `evaluate`
+    or `predict` does not move the ranges; `keras_quant.reset_ranges(model)`
+    clears them and lets inference calls record again.
+
+    Args:
+        phase: `"validation"`, `"train"` or `"both"`. Defaults to
+            `"validation"`.
+        momentum: weight of the old range in each moving-average update, for
+            `"train"` and `"both"`. Defaults to `0.99`.
+        log_dir: if set, the range of every point is written to TensorBoard
+            there at the end of each epoch.
+
+    Example:
+
+        observed = keras_quant.observe(model)
+        observed.fit(x, y, validation_data=(x_val, y_val),
+                     callbacks=[RangeCalibration()])
+    """
+
+    def __init__(self, phase="validation", momentum=0.99, log_dir=None):
+        super().__init__()
+        if phase not in PHASES:
+            raise ValueError(
+                f"Expected `phase` to be one of {sorted(PHASES)}. "
+                f"Received: phase={phase!r}"
+            )
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(
+                "Expected `momentum` in [0, 1). "
+                f"Received: momentum={momentum!r}"
+            )
+        self.phase = phase
+        self.momentum = float(momentum)
+        self.log_dir = log_dir
+        self.validation_runs = 0
+        self._writer = None
+        self._in_fit = False
+
+    @property
+    def observers(self):
+        return find_observers(self.model)
+
+    def on_train_begin(self, logs=None):
+        observers = self.observers
+        if not observers:
+            raise ValueError(
+                "RangeCalibration needs a model with observers. Received: "
+                f"model '{self.model.name}' with none. Train the model that "
+                "`keras_quant.observe(model)` returns."
+            )
+        mask, moving = PHASES[self.phase]
+        for observer in observers:
+            observer.reset()
+            observer.record_mask.assign(mask)
+            if moving:
+                observer.momentum.assign(self.momentum)
+        self._in_fit = True
+        self.validation_runs = 0
+
+    def on_test_begin(self, logs=None):
+        if self.phase == "validation":
+            for observer in self.observers:
+                observer.reset()
+                observer.record_mask.assign(RECORD_INFERENCE)
+
+    def on_test_end(self, logs=None):
+        self.validation_runs += 1
+        if self.phase == "validation" and self._in_fit:
+            for observer in self.observers:
+                observer.record_mask.assign(RECORD_OFF)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.log_dir is not None:
+            self._log_ranges(epoch)
+
+    def on_train_end(self, logs=None):
+        self._in_fit = False
+        if self.phase == "validation" and self.validation_runs == 0:
+            warnings.warn(
+                "RangeCalibration(phase='validation') saw no validation run, "
+                "so no ranges were collected. Pass `validation_data` to "
+                "`fit`, or use phase='train'."
+            )
+        for observer in self.observers:
+            observer.record_mask.assign(RECORD_OFF)
+
+    def _log_ranges(self, epoch):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default(step=epoch):
+            for observer in self.observers:
+                if observer.calibrated and observer.fixed_range is None:
+                    low, high = observer.range()
+                    tf.summary.scalar(f"ranges/{observer.point}/min", low)
+                    tf.summary.scalar(f"ranges/{observer.point}/max", high)
+        self._writer.flush()

@@ -1,0 +1,145 @@
+"""`TFLiteExport`: writes `.tflite` files at the right moment of training."""
+
+import os
+
+import keras
+import numpy as np
+
+from keras_quant import exporter as export_lib
+from keras_quant import modes as modes_lib
+
+SAVE_FREQS = ("train_end", "epoch")
+MONITOR_MODES = {
+    "min": np.less,
+    "max": np.greater,
+}
+
+
+class TFLiteExport(keras.callbacks.Callback):
+    """Exports the model being trained to `.tflite` in one or more modes.
+
+    Like `keras.callbacks.ModelCheckpoint`, it can export every epoch, or
+    only when a monitored metric improves (`save_best_only`); by default it
+    exports once, when training ends.
+
+    Args:
+        filepath: destination pattern ending in `.tflite`; may contain
+            `{mode}`, `{epoch}` and any key of the epoch logs, as in
+            ModelCheckpoint. Must contain `{mode}` when several modes are
+            exported. Defaults to `"model_{mode}.tflite"`.
+        modes: modes to export (see `keras_quant.Mode`). Defaults to
+            `("int8",)`.
+        validation_data: optional `(x, y)` or `tf.data.Dataset` to compare
+            float and quantized metrics on; the results are in `results`.
+        save_freq: `"train_end"` or `"epoch"`. Defaults to `"train_end"`.
+        monitor: metric for `save_best_only`. Defaults to `"val_loss"`.
+        save_best_only: with `save_freq="epoch"`, export only when `monitor`
+            improves. Defaults to `False`.
+        mode: `"auto"`, `"min"` or `"max"`: how `monitor` improves.
+            Defaults to `"auto"` (max for accuracy-like names, else min).
+        io_dtype: `"int8"` or `"uint8"` for `"int8_only"`.
+
+    Attributes:
+        results: the `ExportResult` of the latest export, one per mode.
+
+    Example:
+
+        callbacks = [
+            RangeCalibration(),
+            TFLiteExport("out/m_{mode}.tflite", modes=("int8", "float16")),
+        ]
+        observed.fit(x, y, validation_data=(x_val, y_val), callbacks=callbacks)
+    """
+
+    def __init__(
+        self,
+        filepath="model_{mode}.tflite",
+        modes=("int8",),
+        validation_data=None,
+        save_freq="train_end",
+        monitor="val_loss",
+        save_best_only=False,
+        mode="auto",
+        io_dtype=None,
+    ):
+        super().__init__()
+        self.filepath = os.fspath(filepath)
+        self.modes = tuple(modes_lib.parse_mode(m) for m in modes)
+        if not self.filepath.endswith(export_lib.TFLITE_SUFFIX):
+            raise ValueError(
+                "Expected `filepath` to end in '.tflite'. "
+                f"Received: filepath={self.filepath!r}"
+            )
+        if len(self.modes) > 1 and "{mode}" not in self.filepath:
+            raise ValueError(
+                "Exporting several modes needs '{mode}' in `filepath`, so "
+                f"the files do not overwrite each other. Received: "
+                f"filepath={self.filepath!r}"
+            )
+        if save_freq not in SAVE_FREQS:
+            raise ValueError(
+                f"Expected `save_freq` to be one of {SAVE_FREQS}. "
+                f"Received: save_freq={save_freq!r}"
+            )
+        if save_best_only and save_freq != "epoch":
+            raise ValueError(
+                "`save_best_only=True` compares epochs, so it needs "
+                "save_freq='epoch'."
+            )
+        for m in self.modes:
+            modes_lib.check_io_dtype(m, io_dtype if m.value == "int8_only" else None)
+        self.validation_data = validation_data
+        self.save_freq = save_freq
+        self.monitor = monitor
+        self.save_best_only = save_best_only
+        self.improved = _improvement_test(monitor, mode)
+        self.io_dtype = io_dtype
+        self.best = None
+        self.results = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq != "epoch":
+            return
+        logs = logs or {}
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                raise KeyError(
+                    f"TFLiteExport monitors {self.monitor!r}, which is not in "
+                    f"the epoch logs: {sorted(logs)}. Pass validation data to "
+                    "`fit` or choose another `monitor`."
+                )
+            if self.best is not None and not self.improved(current, self.best):
+                return
+            self.best = current
+        self._export(epoch + 1, logs)
+
+    def on_train_end(self, logs=None):
+        if self.save_freq == "train_end":
+            self._export(None, logs or {})
+
+    def _export(self, epoch, logs):
+        self.results = []
+        for mode in self.modes:
+            path = self.filepath.format(mode=mode.value, epoch=epoch, **logs)
+            self.results.append(
+                export_lib.export(
+                    self.model,
+                    path,
+                    mode,
+                    io_dtype=self.io_dtype if mode.value == "int8_only" else None,
+                    validation_data=self.validation_data,
+                )
+            )
+
+
+def _improvement_test(monitor, mode):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(
+            "Expected `mode` to be one of 'auto', 'min', 'max'. "
+            f"Received: mode={mode!r}"
+        )
+    if mode == "auto":
+        accuracy_like = "acc" in monitor or monitor.endswith("auc")
+        mode = "max" if accuracy_like else "min"
+    return MONITOR_MODES[mode]

@@ -1,0 +1,48 @@
+"""Exact range statistics across `tf.distribute` replicas and workers.
+
+`tf.distribute.ReduceOp` offers only SUM and MEAN, so a min or max across
+replicas is computed by gathering every replica's value and reducing the
+gathered vector. Outside a multi-replica context every function returns its
+arguments unchanged.
+"""
+
+import tensorflow as tf
+
+
+def _replica_context():
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    return context
+
+
+def reduce_batch_stats(batch_min, batch_max, nonfinite):
+    """Global min, max and non-finite count of a batch split across replicas.
+
+    Args:
+        batch_min: this replica's minimum (scalar float32).
+        batch_max: this replica's maximum (scalar float32).
+        nonfinite: this replica's count of NaN/Inf values (scalar int64).
+
+    Returns:
+        The same three values over the global batch.
+    """
+    context = _replica_context()
+    if context is None:
+        return batch_min, batch_max, nonfinite
+    gathered = context.all_gather(
+        tf.stack([batch_min, -batch_max, tf.cast(nonfinite, tf.float32)])[None],
+        axis=0,
+    )
+    low = tf.reduce_min(gathered[:, 0])
+    high = -tf.reduce_min(gathered[:, 1])
+    count = tf.cast(tf.reduce_sum(gathered[:, 2]), tf.int64)
+    return low, high, count
+
+
+def sum_across_replicas(value):
+    """The sum of `value` over all replicas (itself outside one)."""
+    context = _replica_context()
+    if context is None:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

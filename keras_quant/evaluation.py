@@ -1,0 +1,116 @@
+"""Checking a quantized model against the float one on real data.
+
+`compare` runs the float Keras model and the `.tflite` model on the same
+validation data, computes the model's compiled loss and metrics for both
+from their predictions, in the same code, and reports the largest output
+difference.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_quant import litert
+from keras_quant.observed_model import observers_paused
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Float vs quantized on the same data.
+
+    Attributes:
+        float_metrics: compiled loss and metrics of the Keras model.
+        quantized_metrics: the same, computed from LiteRT's outputs.
+        max_abs_output_diff: largest |float - quantized| output element.
+        samples: how many samples were compared.
+    """
+
+    float_metrics: dict
+    quantized_metrics: dict
+    max_abs_output_diff: float
+    samples: int
+
+
+def as_arrays(validation_data):
+    """`(x, y)` numpy arrays from a tuple or a `tf.data.Dataset` of them.
+
+    Raises:
+        TypeError: for anything else, saying what is accepted.
+    """
+    if isinstance(validation_data, tuple) and len(validation_data) in (2, 3):
+        x, y = validation_data[0], validation_data[1]
+        return x, y
+    if hasattr(validation_data, "as_numpy_iterator"):
+        batches = list(validation_data.as_numpy_iterator())
+        xs = [batch[0] for batch in batches]
+        ys = [batch[1] for batch in batches]
+        return _concatenate(xs), _concatenate(ys)
+    raise TypeError(
+        "Expected `validation_data` as a tuple `(x, y)` of arrays or a "
+        "`tf.data.Dataset` yielding `(x, y)` batches. Received: an object "
+        f"of type {type(validation_data).__name__}."
+    )
+
+
+def _concatenate(parts):
+    if isinstance(parts[0], (list, tuple)):
+        return [np.concatenate(group) for group in zip(*parts)]
+    return np.concatenate(parts)
+
+
+def predict_float(model, x, batch_size=256):
+    """Keras predictions with observers paused, so nothing is recorded."""
+    with observers_paused(model):
+        return model.predict(x, batch_size=batch_size, verbose=0)
+
+
+def compare(model, tflite, validation_data, batch_size=256):
+    """Compares `model` with its `.tflite` export on `validation_data`.
+
+    Args:
+        model: the Keras model (observed or not) that was exported.
+        tflite: path to the `.tflite` file, or its bytes.
+        validation_data: `(x, y)` arrays or a `tf.data.Dataset`.
+        batch_size: batch size for both runtimes. Defaults to `256`.
+
+    Returns:
+        A `Comparison`.
+    """
+    x, y = as_arrays(validation_data)
+    float_pred = predict_float(model, x, batch_size)
+    quant_pred = litert.run(tflite, x, batch_size=batch_size)
+    differences = [
+        float(np.max(np.abs(np.asarray(f) - np.asarray(q))))
+        for f, q in zip(_as_list(float_pred), _as_list(quant_pred))
+    ]
+    return Comparison(
+        float_metrics=metrics_from_predictions(model, y, float_pred),
+        quantized_metrics=metrics_from_predictions(model, y, quant_pred),
+        max_abs_output_diff=max(differences),
+        samples=len(_as_list(x)[0]),
+    )
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def metrics_from_predictions(model, y, y_pred):
+    """The model's compiled loss and metrics for predictions `y_pred`.
+
+    Returns an empty dict for a model that was never compiled.
+    """
+    if not getattr(model, "compiled", False):
+        return {}
+    model.reset_metrics()
+    y_pred = keras.tree.map_structure(keras.ops.convert_to_tensor, y_pred)
+    y = keras.tree.map_structure(keras.ops.convert_to_tensor, y)
+    loss = model.compute_loss(y=y, y_pred=y_pred, training=False)
+    results = {
+        name: float(value)
+        for name, value in model.compute_metrics(None, y, y_pred).items()
+        if name != "loss"
+    }
+    model.reset_metrics()
+    return {"loss": float(loss), **results}

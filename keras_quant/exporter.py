@@ -1,0 +1,353 @@
+"""Exporting a Keras model to `.tflite` in any mode, from collected ranges.
+
+The range-based modes (`int8`, `int8_only`, `int16x8`) need no
+representative dataset: the observed graph is replayed with each `Observer`
+replaced by a `FakeQuant` layer holding its collected range, and the TFLite
+converter reads those ranges as it would from a quantization-aware-trained
+model. The other modes convert the float graph (observers dropped).
+
+Files are written atomically: the model is converted and checked in memory,
+written to a temporary file in the destination folder and renamed over the
+destination, so a failed export never leaves a partial file nor replaces a
+good one.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_quant import evaluation
+from keras_quant import graph as graph_lib
+from keras_quant import inspection
+from keras_quant import modes as modes_lib
+from keras_quant.errors import ExportError
+from keras_quant.errors import NonFiniteActivationError
+from keras_quant.errors import NotCalibratedError
+from keras_quant.errors import UnwritablePathError
+from keras_quant.layers import FakeQuant
+from keras_quant.modes import MODES
+from keras_quant.modes import Mode
+from keras_quant.observed_model import find_observers
+from keras_quant.observers import Observer
+
+TFLITE_SUFFIX = ".tflite"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and, given data, how it compares with float.
+
+    Attributes:
+        path: the `.tflite` file written.
+        mode: the `Mode` exported.
+        io_dtype: integer input/output type (`int8_only`), else None.
+        size_bytes: size of the file.
+        float32_size_bytes: size of the same model exported as float32.
+        size_ratio: `size_bytes / float32_size_bytes`.
+        ranges: `{point name: (min, max)}` used, for range-based modes.
+        float_metrics: compiled loss and metrics of the Keras model on the
+            validation data (None without `validation_data`).
+        quantized_metrics: the same for the `.tflite` model in LiteRT.
+        max_abs_output_diff: largest output difference, float vs LiteRT.
+    """
+
+    path: str
+    mode: Mode
+    io_dtype: str
+    size_bytes: int
+    float32_size_bytes: int
+    size_ratio: float
+    ranges: dict
+    float_metrics: dict = None
+    quantized_metrics: dict = None
+    max_abs_output_diff: float = None
+
+    def metric_drop(self, name):
+        """`float - quantized` for a metric both were evaluated on."""
+        return self.float_metrics[name] - self.quantized_metrics[name]
+
+    def to_dict(self):
+        """A JSON-ready dict."""
+        result = dataclasses.asdict(self)
+        result["mode"] = self.mode.value
+        result["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        return result
+
+
+def export(
+    model,
+    filepath,
+    mode="int8",
+    *,
+    io_dtype=None,
+    validation_data=None,
+    batch_size=256,
+):
+    """Writes `model` as a `.tflite` file in one quantization mode.
+
+    Args:
+        model: a Keras model; for `int8`, `int8_only` and `int16x8` an
+            observed model (`observe`) that has collected ranges, or a model
+            loaded from such a `.keras` file.
+        filepath: destination ending in `.tflite`; missing folders are made.
+        mode: one of `"float32"`, `"dynamic"`, `"int8"` (float fallback,
+            float input/output), `"int8_only"`, `"float16"`, `"int16x8"`.
+            Defaults to `"int8"`.
+        io_dtype: `"int8"` (default) or `"uint8"`, for `"int8_only"` only.
+        validation_data: optional `(x, y)` or `tf.data.Dataset`; when given,
+            the result carries float and quantized metrics.
+        batch_size: batch size for the validation run. Defaults to `256`.
+
+    Returns:
+        An `ExportResult`.
+
+    Raises:
+        ValueError: unknown mode, bad `io_dtype` or a path not ending in
+            `.tflite`.
+        UnsupportedModelError: not a Functional or Sequential Keras model.
+        NotCalibratedError: a range-based mode on a model without ranges.
+        NonFiniteActivationError: observers saw NaN or Inf values.
+        UnwritablePathError: the destination cannot be written.
+        ExportError: the converted model breaks the mode's contract.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> inputs = keras.Input((3,))
+    >>> model = keras_quant.observe(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+    >>> _ = model.predict(np.random.rand(32, 3).astype("float32"), verbose=0)
+    >>> result = export(model, tmp_dir + "/m.tflite", mode="int8_only")
+    >>> result.mode, result.io_dtype
+    (<Mode.INT8_ONLY: 'int8_only'>, 'int8')
+    """
+    mode = modes_lib.parse_mode(mode)
+    io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
+    filepath = _check_filepath(filepath)
+    graph_lib.as_functional(model)
+    ranges = collect_ranges(model, mode)
+    tflite = convert(model, mode, io_dtype, ranges)
+    float32_size = len(tflite) if mode is Mode.FLOAT32 else _float32_size(model)
+    write_atomically(filepath, tflite)
+    comparison = {}
+    if validation_data is not None:
+        found = evaluation.compare(model, tflite, validation_data, batch_size)
+        comparison = dict(
+            float_metrics=found.float_metrics,
+            quantized_metrics=found.quantized_metrics,
+            max_abs_output_diff=found.max_abs_output_diff,
+        )
+    return ExportResult(
+        path=filepath,
+        mode=mode,
+        io_dtype=io_dtype,
+        size_bytes=len(tflite),
+        float32_size_bytes=float32_size,
+        size_ratio=len(tflite) / float32_size,
+        ranges=ranges,
+        **comparison,
+    )
+
+
+def collect_ranges(model, mode):
+    """`{point: (min, max)}` for a range-based mode, `{}` for the others.
+
+    Raises:
+        NotCalibratedError: no observers, or observers without a range.
+        NonFiniteActivationError: an observer recorded NaN/Inf values.
+    """
+    if MODES[mode].activation_bits is None:
+        return {}
+    observers = find_observers(model)
+    if not observers:
+        raise NotCalibratedError(
+            f"Mode {mode.value!r} needs activation ranges, and model "
+            f"'{model.name}' has no observers. Wrap it with "
+            "`keras_quant.observe(model)`, then train it with the "
+            "`RangeCalibration` callback or run `evaluate` on calibration data."
+        )
+    missing = [o.point for o in observers if not o.calibrated]
+    if missing:
+        raise NotCalibratedError(
+            f"Mode {mode.value!r} needs activation ranges, and these "
+            f"quantization points have none yet: {', '.join(missing)}. Run "
+            "`model.evaluate(calibration_data)` (or train with the "
+            "`RangeCalibration` callback and validation data) first."
+        )
+    nonfinite = {
+        o.point: int(o.nonfinite_count_)
+        for o in observers
+        if int(o.nonfinite_count_) > 0
+    }
+    if nonfinite:
+        listed = ", ".join(f"{k} ({v})" for k, v in nonfinite.items())
+        raise NonFiniteActivationError(
+            f"Observers saw NaN or infinite activations (count per point): "
+            f"{listed}. Ranges from such data are not trustworthy. Check the "
+            "calibration data and the model for NaN/Inf, then call "
+            "`keras_quant.reset_ranges(model)` and calibrate again."
+        )
+    return {o.point: o.range() for o in observers}
+
+
+def convert(model, mode, io_dtype=None, ranges=None):
+    """Converts `model` in `mode` and checks the result; returns bytes.
+
+    Unlike `export`, writes nothing and computes no report.
+
+    >>> inputs = keras.Input((3,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> convert(model, "float16")[4:8]
+    b'TFL3'
+    """
+    mode = modes_lib.parse_mode(mode)
+    bits = MODES[mode].activation_bits
+    graph_model = _float_graph(model) if bits is None else _fake_quant_graph(
+        model, bits
+    )
+    converter = tf.lite.TFLiteConverter.from_keras_model(graph_model)
+    modes_lib.configure_converter(converter, mode, io_dtype)
+    with _quiet():
+        tflite = converter.convert()
+    for fixup in MODES[mode].fixups:
+        tflite = fixup(tflite)
+    _check_contract(tflite, mode)
+    return tflite
+
+
+def _fake_quant_graph(model, bits):
+    def call_op(op, args, kwargs):
+        if not isinstance(op.layer, Observer):
+            return op.layer(*args, **kwargs)
+        low, high = op.layer.range()
+        if bits == 16:
+            bound = max(-low, high)
+            low, high = -bound, bound
+        layer = FakeQuant(low, high, bits, narrow_range=bits == 16)
+        return layer(*args)
+
+    return _rebuild(model, call_op)
+
+
+def _float_graph(model):
+    if not find_observers(model):
+        return model
+
+    def call_op(op, args, kwargs):
+        if isinstance(op.layer, Observer):
+            return args[0]
+        return op.layer(*args, **kwargs)
+
+    return _rebuild(model, call_op)
+
+
+def _rebuild(model, call_op):
+    graph = graph_lib.trace(model)
+    inputs = [
+        keras.Input(batch_shape=graph.tensors[k].shape, dtype=graph.tensors[k].dtype)
+        for k in graph.inputs
+    ]
+    outputs = graph.replay(inputs, call_op)
+    return keras.Model(inputs, outputs)
+
+
+def _check_contract(tflite, mode):
+    if not MODES[mode].integer_io:
+        return
+    float_ops = inspection.summarize(tflite).float_ops()
+    if float_ops:
+        raise ExportError(
+            f"Mode {mode.value!r} must give a model with no float tensor, "
+            f"but these ops still compute in float: {sorted(set(float_ops))}. "
+            "keras-quant places no range on the layers behind them. Use "
+            "mode='int8' (float fallback), or replace those layers with "
+            "ones TFLite quantizes."
+        )
+
+
+def _float32_size(model):
+    return len(convert(model, Mode.FLOAT32))
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+
+
+def _check_filepath(filepath):
+    path = os.fspath(filepath)
+    if not path.endswith(TFLITE_SUFFIX):
+        raise ValueError(
+            f"Expected `filepath` to end in '{TFLITE_SUFFIX}'. "
+            f"Received: filepath={path!r}"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kq-check-"):
+            pass
+    except OSError as error:
+        raise UnwritablePathError(
+            f"Cannot write to folder {folder!r} ({error.strerror or error}). "
+            "Choose a `filepath` in a folder you can write to."
+        ) from error
+    return path
+
+
+def write_atomically(filepath, data):
+    """Writes `data` to `filepath` through a temporary file and a rename."""
+    folder = os.path.dirname(os.path.abspath(filepath))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".kq-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, filepath)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def export_beside(model, keras_path, modes):
+    """Exports `modes` next to a saved `.keras` file, with a JSON report.
+
+    Writes `<stem>_<mode>.tflite` for each mode and `<stem>.quant.json`.
+    Range-based modes on a model without ranges are skipped with a warning.
+
+    Returns:
+        The list of `ExportResult`.
+    """
+    stem = os.fspath(keras_path)[: -len(".keras")]
+    results, skipped = [], {}
+    for mode in modes:
+        try:
+            results.append(export(model, f"{stem}_{mode}{TFLITE_SUFFIX}", mode))
+        except NotCalibratedError as error:
+            skipped[mode] = str(error)
+            warnings.warn(f"keras-quant skipped {mode!r} on save: {error}")
+    report = {
+        "keras_file": os.path.basename(os.fspath(keras_path)),
+        "exports": [r.to_dict() for r in results],
+        "skipped": skipped,
+    }
+    text = json.dumps(report, indent=2, default=_json_default)
+    write_atomically(f"{stem}.quant.json", text.encode())
+    return results
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Cannot serialize {type(value).__name__}")

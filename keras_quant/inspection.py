@@ -1,0 +1,137 @@
+"""What a `.tflite` file holds: ops, tensor types and quantization.
+
+Used to check each mode's contract after conversion (an `int8_only` model
+must hold no float tensor) and to test the TFLite quantization spec.
+
+Example:
+
+>>> from keras_quant.exporter import convert
+>>> inputs = keras.Input((3,))
+>>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+>>> tflite = convert(model, "float32")
+>>> summary = summarize(tflite)
+>>> summary.op_names
+['FULLY_CONNECTED']
+"""
+
+import dataclasses
+
+import numpy as np
+
+from keras_quant import litert
+
+FLOAT_DTYPES = ("float32", "float16", "float64")
+
+# Which op inputs are weights and biases (by position), per TFLite op.
+WEIGHT_INPUTS = {
+    "CONV_2D": (1, 2),
+    "DEPTHWISE_CONV_2D": (1, 2),
+    "FULLY_CONNECTED": (1, 2),
+    "TRANSPOSE_CONV": (1, 3),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a `.tflite` model."""
+
+    index: int
+    name: str
+    dtype: str
+    shape: tuple
+    scales: np.ndarray
+    zero_points: np.ndarray
+    quantized_dimension: int
+
+    @property
+    def is_float(self):
+        return self.dtype in FLOAT_DTYPES
+
+    @property
+    def per_axis(self):
+        return len(self.scales) > 1
+
+
+@dataclasses.dataclass(frozen=True)
+class OpInfo:
+    """One op of a `.tflite` model, with its tensors' indices."""
+
+    name: str
+    inputs: tuple
+    outputs: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSummary:
+    """Ops and tensors of a `.tflite` model; see `summarize`."""
+
+    ops: tuple
+    tensors: dict
+    inputs: tuple
+    outputs: tuple
+    size_bytes: int
+
+    @property
+    def op_names(self):
+        return sorted({op.name for op in self.ops})
+
+    def weights(self):
+        """`(op name, weight tensor, bias tensor or None)` per weighted op."""
+        found = []
+        for op in self.ops:
+            if op.name in WEIGHT_INPUTS:
+                weight, bias = WEIGHT_INPUTS[op.name]
+                bias_tensor = None
+                if bias < len(op.inputs) and op.inputs[bias] >= 0:
+                    bias_tensor = self.tensors[op.inputs[bias]]
+                found.append((op.name, self.tensors[op.inputs[weight]], bias_tensor))
+        return found
+
+    def activations(self):
+        """Tensors produced by ops (plus model inputs), weights excluded."""
+        indices = set(self.inputs)
+        for op in self.ops:
+            indices.update(i for i in op.outputs if i >= 0)
+        return [self.tensors[i] for i in sorted(indices)]
+
+    def float_ops(self):
+        """Names of ops that read or write a float tensor."""
+        found = []
+        for op in self.ops:
+            used = [i for i in op.inputs + op.outputs if i >= 0]
+            if any(self.tensors[i].is_float for i in used):
+                found.append(op.name)
+        return found
+
+
+def summarize(model):
+    """Reads a `.tflite` model (path or bytes) into a `ModelSummary`."""
+    runner = litert.interpreter(model)
+    tensors = {}
+    for detail in runner.get_tensor_details():
+        params = detail["quantization_parameters"]
+        tensors[detail["index"]] = TensorInfo(
+            index=detail["index"],
+            name=detail["name"],
+            dtype=np.dtype(detail["dtype"]).name,
+            shape=tuple(int(d) for d in detail["shape"]),
+            scales=np.asarray(params["scales"]),
+            zero_points=np.asarray(params["zero_points"]),
+            quantized_dimension=int(params["quantized_dimension"]),
+        )
+    ops = tuple(
+        OpInfo(d["op_name"], tuple(d["inputs"]), tuple(d["outputs"]))
+        for d in runner._get_ops_details()
+    )
+    if isinstance(model, (bytes, bytearray)):
+        size = len(model)
+    else:
+        with open(model, "rb") as handle:
+            size = len(handle.read())
+    return ModelSummary(
+        ops=ops,
+        tensors=tensors,
+        inputs=tuple(d["index"] for d in runner.get_input_details()),
+        outputs=tuple(d["index"] for d in runner.get_output_details()),
+        size_bytes=size,
+    )

@@ -1,0 +1,214 @@
+"""`observe()`: a model with observers at every quantization point.
+
+The observed model is a Functional model built by replaying the original
+graph (`graph.Graph.replay`) with an `Observer` after each quantization
+point (`placement.find_points`). It calls the original layers, so training
+it trains the original model, which stays an ordinary Keras model.
+
+`ObservedModel.save` also writes the quantized `.tflite` files of its
+`save_modes` beside the `.keras` file, so `model.save` and
+`keras.callbacks.ModelCheckpoint` export as they save.
+"""
+
+import contextlib
+import re
+
+import keras
+from keras.src import tree
+
+from keras_quant import graph as graph_lib
+from keras_quant import placement
+from keras_quant.layers import PreActivation
+from keras_quant.observers import RECORD_INFERENCE
+from keras_quant.observers import RECORD_OFF
+from keras_quant.observers import Observer
+from keras_quant.observers import check_estimator
+
+@keras.saving.register_keras_serializable(package="keras_quant")
+class ObservedModel(keras.Model):
+    """A Functional model carrying observers; see `observe`.
+
+    Attributes:
+        save_modes: export modes that `save()` writes beside the `.keras`
+            file (see `keras_quant.Mode`). Empty to save the `.keras` only.
+    """
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        self.save_modes = tuple(kwargs.pop("save_modes", ("int8",)))
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+    @property
+    def observers(self):
+        """The `Observer` layers, in graph order."""
+        return find_observers(self)
+
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Saves the `.keras` file, then exports each of `save_modes`.
+
+        The files are `<stem>_<mode>.tflite` and a `<stem>.quant.json`
+        report beside `filepath`. A mode that needs ranges the model has not
+        collected yet is skipped with a warning, so that a checkpoint saved
+        before the first validation run still saves.
+        """
+        super().save(filepath, overwrite=overwrite, **kwargs)
+        if self.save_modes and str(filepath).endswith(".keras"):
+            from keras_quant import exporter as export_lib
+
+            export_lib.export_beside(self, filepath, self.save_modes)
+
+    def get_config(self):
+        config = super().get_config()
+        config["save_modes"] = list(self.save_modes)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        save_modes = config.pop("save_modes", ("int8",))
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.save_modes = tuple(save_modes)
+        return model
+
+
+def observe(model, estimator="minmax", *, save_modes=("int8",), **observer_kwargs):
+    """Returns `model` with an observer at every tensor TFLite quantizes.
+
+    The observed model shares layers and weights with `model`. If `model` is
+    compiled, the observed model is compiled from the same compile config
+    (with a fresh optimizer). Observers record on inference calls
+    (`evaluate`, `predict`, validation) until a callback says otherwise, so
+    `observe(model).evaluate(calibration_data)` calibrates a trained model.
+
+    Args:
+        model: a Functional or Sequential Keras 3 model; nested models are
+            followed.
+        estimator: `"minmax"`, `"ema"` or `"percentile"`. Defaults to
+            `"minmax"`.
+        save_modes: modes that `save()` exports beside the `.keras` file.
+            Defaults to `("int8",)`.
+        **observer_kwargs: passed to every `Observer` (e.g. `percentile=`).
+
+    Returns:
+        An `ObservedModel`.
+
+    Raises:
+        UnsupportedModelError: if `model` is not a Functional or Sequential
+            Keras 3 model.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> inputs = keras.Input((3,), name="features")
+    >>> outputs = keras.layers.Dense(2, name="scores")(inputs)
+    >>> observed = observe(keras.Model(inputs, outputs))
+    >>> _ = observed.predict(np.ones((4, 3), "float32"), verbose=0)
+    >>> [(o.point, o.range()) for o in observed.observers][0]
+    ('features', (0.0, 1.0))
+    """
+    check_estimator(estimator)
+    from keras_quant import modes as modes_lib
+
+    save_modes = tuple(modes_lib.parse_mode(m).value for m in save_modes)
+    graph = graph_lib.trace(model)
+    if find_observers(model):
+        raise ValueError(
+            f"Model '{model.name}' already has observers. Pass the original "
+            "float model to `observe()`, or keep using this one."
+        )
+    points = placement.find_points(graph)
+    builder = _ObserverInserter(points, estimator, observer_kwargs)
+    inputs = [_fresh_input(graph.tensors[key]) for key in graph.inputs]
+    outputs = graph.replay(inputs, builder.call_op, builder.on_tensor)
+    functional = graph_lib.as_functional(model)
+    observed = ObservedModel(
+        inputs=_like(functional._inputs_struct, inputs),
+        outputs=_like(functional._outputs_struct, outputs),
+        name=f"{model.name}_observed",
+        save_modes=save_modes,
+    )
+    if getattr(model, "compiled", False):
+        observed.compile_from_config(model.get_compile_config())
+    return observed
+
+
+class _ObserverInserter:
+    def __init__(self, points, estimator, observer_kwargs):
+        self._points = {point.key: point for point in points}
+        self._estimator = estimator
+        self._kwargs = observer_kwargs
+        self._names = set()
+
+    def on_tensor(self, key, value):
+        point = self._points.get(key)
+        if point is None:
+            return value
+        observer = Observer(
+            estimator=self._estimator,
+            point=point.name,
+            fixed_range=point.fixed_range,
+            name=self._unique(f"{point.name}_observer"),
+            **self._kwargs,
+        )
+        return observer(value)
+
+    def call_op(self, op, args, kwargs):
+        if not placement.splits_activation(op.layer):
+            return op.layer(*args, **kwargs)
+        layer = op.layer
+        pre = PreActivation(layer, name=self._unique(f"{layer.name}_linear"))
+        key = placement.pre_activation_key(op.outputs[0])
+        value = self.on_tensor(key, pre(*args))
+        activation = keras.layers.Activation(
+            layer.activation, name=self._unique(f"{layer.name}_activation")
+        )
+        return activation(value)
+
+    def _unique(self, name):
+        base = re.sub(r"[^0-9A-Za-z_.-]", "_", name)
+        candidate, index = base, 1
+        while candidate in self._names:
+            candidate, index = f"{base}_{index}", index + 1
+        self._names.add(candidate)
+        return candidate
+
+
+def _fresh_input(tensor):
+    return keras.Input(
+        batch_shape=tensor.shape,
+        dtype=tensor.dtype,
+        name=tensor._keras_history.operation.name,
+    )
+
+
+def _like(structure, tensors):
+    return tree.pack_sequence_as(structure, list(tensors))
+
+
+def find_observers(model):
+    """The `Observer` layers of a model (nested models included)."""
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, Observer):
+            found.append(layer)
+    return found
+
+
+@contextlib.contextmanager
+def observers_paused(model):
+    """Stops every observer of `model` from recording inside the block."""
+    observers = find_observers(model)
+    masks = [int(observer.record_mask) for observer in observers]
+    for observer in observers:
+        observer.record_mask.assign(RECORD_OFF)
+    try:
+        yield
+    finally:
+        for observer, mask in zip(observers, masks):
+            observer.record_mask.assign(mask)
+
+
+def reset_ranges(model):
+    """Forgets the collected ranges; inference calls record again."""
+    for observer in find_observers(model):
+        observer.reset()
+        observer.record_mask.assign(RECORD_INFERENCE)

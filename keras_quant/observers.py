@@ -1,0 +1,330 @@
+"""Observers: identity layers that record the range of a tensor.
+
+An `Observer` sits at a quantization point. While it records, each batch
+updates its state: the running (or moving-average) min and max of the finite
+values, a histogram for the `"percentile"` estimator, and counts of batches
+and of NaN/Inf values, which are skipped. The state lives in Keras
+variables, so it is saved in the `.keras` file and restored on load.
+
+When it records is data too: `record_mask` is a bit set of
+`RECORD_INFERENCE` (evaluate, predict, validation) and `RECORD_TRAINING`
+(training steps). Callbacks change it between steps; the compiled step
+functions read it, so no retracing is needed.
+
+Under a `tf.distribute` strategy, each replica's batch statistics are
+gathered across replicas (and workers) before the update, so every replica
+holds the range a single device would compute on the same global batch.
+
+Example:
+
+>>> import numpy as np
+>>> observer = Observer(estimator="minmax")
+>>> batch = keras.ops.convert_to_tensor([[-1.0, 2.0], [0.5, np.nan]])
+>>> _ = observer(batch)
+>>> observer.range()
+(-1.0, 2.0)
+>>> int(observer.nonfinite_count_.numpy())
+1
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_quant import distribution
+
+RECORD_OFF = 0
+RECORD_INFERENCE = 1
+RECORD_TRAINING = 2
+RECORD_ALWAYS = RECORD_INFERENCE | RECORD_TRAINING
+
+# The narrowest range an observer reports, so that a scale is never zero.
+MIN_RANGE_WIDTH = 2.0**-20
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimator:
+    """How an observer turns what it saw into a range.
+
+    Attributes:
+        momentum: weight of the old state in each update; 0 keeps the
+            running min/max, above 0 gives a moving average of batch min/max
+            (and an exponentially forgetting histogram).
+        histogram: whether the range comes from the histogram's tails.
+    """
+
+    momentum: float
+    histogram: bool
+
+
+ESTIMATORS = {
+    "minmax": Estimator(momentum=0.0, histogram=False),
+    "ema": Estimator(momentum=0.9, histogram=False),
+    "percentile": Estimator(momentum=0.0, histogram=True),
+}
+
+
+def check_estimator(estimator):
+    """Returns `estimator` if it is known, else raises a ValueError."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(
+            "Expected `estimator` to be one of "
+            f"{sorted(ESTIMATORS)}. Received: estimator={estimator!r}"
+        )
+    return estimator
+
+
+@keras.saving.register_keras_serializable(package="keras_quant")
+class Observer(keras.layers.Layer):
+    """Identity layer that records the range of the tensor passing through.
+
+    Args:
+        estimator: `"minmax"` (running min and max), `"ema"` (moving average
+            of batch min and max) or `"percentile"` (histogram tails, for
+            heavy-tailed activations). Defaults to `"minmax"`.
+        point: name of the quantization point observed.
+        fixed_range: `(min, max)` fixed by the TFLite spec, or None.
+        percentile: for `"percentile"`, the share of values kept inside the
+            range, in percent. Defaults to `99.99`.
+        num_bins: histogram bins for `"percentile"`. Defaults to `2048`.
+        **kwargs: standard layer arguments (`name`, ...).
+
+    Fitted state (Keras variables): `min_`, `max_`, `batches_seen_`,
+    `nonfinite_count_`, and `histogram_` for `"percentile"`.
+    """
+
+    def __init__(
+        self,
+        estimator="minmax",
+        point=None,
+        fixed_range=None,
+        percentile=99.99,
+        num_bins=2048,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.estimator = check_estimator(estimator)
+        self.point = point or self.name
+        self.fixed_range = None if fixed_range is None else tuple(fixed_range)
+        if not 50.0 < percentile <= 100.0:
+            raise ValueError(
+                "Expected `percentile` in (50, 100]. "
+                f"Received: percentile={percentile}"
+            )
+        self.percentile = float(percentile)
+        self.num_bins = int(num_bins)
+        self.supports_masking = True
+        self._convert_input_args = False
+        self._build_state()
+
+    def _build_state(self):
+        spec = ESTIMATORS[self.estimator]
+
+        def state(name, shape=(), dtype="float32", value=0.0):
+            return self.add_weight(
+                name=name,
+                shape=shape,
+                dtype=dtype,
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+
+        self.min_ = state("min")
+        self.max_ = state("max")
+        self.batches_seen_ = state("batches_seen", dtype="int64", value=0)
+        self.nonfinite_count_ = state("nonfinite_count", dtype="int64", value=0)
+        self.momentum = state("momentum", value=spec.momentum)
+        self.record_mask = state("record_mask", dtype="int32", value=1)
+        self.histogram_ = None
+        if spec.histogram:
+            self.histogram_ = state(
+                "histogram", shape=(self.num_bins,), dtype="float64"
+            )
+            self.histogram_min_ = state("histogram_min")
+            self.histogram_max_ = state("histogram_max")
+        self.built = True
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def call(self, inputs, training=None):
+        if self.fixed_range is not None:
+            return inputs
+        bit = RECORD_TRAINING if training else RECORD_INFERENCE
+        recording = ops.not_equal(
+            ops.bitwise_and(self.record_mask, bit), ops.convert_to_tensor(0)
+        )
+        ops.cond(recording, lambda: self._record(inputs), lambda: _zero())
+        return inputs
+
+    def _record(self, inputs):
+        values = ops.reshape(ops.cast(inputs, "float32"), (-1,))
+        finite = ops.isfinite(values)
+        batch_min = ops.min(ops.where(finite, values, np.inf), initial=np.inf)
+        batch_max = ops.max(ops.where(finite, values, -np.inf), initial=-np.inf)
+        nonfinite = ops.sum(ops.cast(ops.logical_not(finite), "int64"))
+        batch_min, batch_max, nonfinite = distribution.reduce_batch_stats(
+            batch_min, batch_max, nonfinite
+        )
+        self.nonfinite_count_.assign_add(nonfinite)
+        has_values = ops.less_equal(batch_min, batch_max)
+        ops.cond(
+            has_values,
+            lambda: self._update(values, finite, batch_min, batch_max),
+            lambda: _zero(),
+        )
+        return _zero()
+
+    def _update(self, values, finite, batch_min, batch_max):
+        first = ops.equal(self.batches_seen_, 0)
+        momentum = self.momentum
+        running = ops.equal(momentum, 0.0)
+        new_min = ops.where(
+            running,
+            ops.minimum(self.min_, batch_min),
+            momentum * self.min_ + (1.0 - momentum) * batch_min,
+        )
+        new_max = ops.where(
+            running,
+            ops.maximum(self.max_, batch_max),
+            momentum * self.max_ + (1.0 - momentum) * batch_max,
+        )
+        self.min_.assign(ops.where(first, batch_min, new_min))
+        self.max_.assign(ops.where(first, batch_max, new_max))
+        if self.histogram_ is not None:
+            self._update_histogram(values, finite, batch_min, batch_max, first)
+        self.batches_seen_.assign_add(ops.convert_to_tensor(1, "int64"))
+        return _zero()
+
+    def _update_histogram(self, values, finite, batch_min, batch_max, first):
+        low = ops.where(first, batch_min, ops.minimum(self.histogram_min_, batch_min))
+        high = ops.where(
+            first, batch_max, ops.maximum(self.histogram_max_, batch_max)
+        )
+        high = ops.maximum(high, low + MIN_RANGE_WIDTH)
+        old_width = self.histogram_max_ - self.histogram_min_
+        centers = self.histogram_min_ + (
+            ops.arange(self.num_bins, dtype="float32") + 0.5
+        ) * (old_width / self.num_bins)
+        kept = self.histogram_ * ops.cast(1.0 - self.momentum, "float64")
+        kept = ops.where(ops.equal(self.momentum, 0.0), self.histogram_, kept)
+        rebinned = ops.segment_sum(
+            kept, self._bin_index(centers, low, high), num_segments=self.num_bins
+        )
+        batch = ops.segment_sum(
+            ops.cast(finite, "float64"),
+            self._bin_index(ops.where(finite, values, low), low, high),
+            num_segments=self.num_bins,
+        )
+        batch = distribution.sum_across_replicas(batch)
+        self.histogram_.assign(
+            ops.where(first, ops.zeros_like(rebinned), rebinned) + batch
+        )
+        self.histogram_min_.assign(low)
+        self.histogram_max_.assign(high)
+
+    def _bin_index(self, values, low, high):
+        scaled = (values - low) / (high - low) * self.num_bins
+        index = ops.cast(ops.floor(scaled), "int32")
+        return ops.clip(index, 0, self.num_bins - 1)
+
+    def reset(self):
+        """Forgets everything recorded; keeps `record_mask` and `momentum`."""
+        self.min_.assign(0.0)
+        self.max_.assign(0.0)
+        self.batches_seen_.assign(0)
+        self.nonfinite_count_.assign(0)
+        if self.histogram_ is not None:
+            self.histogram_.assign(np.zeros(self.num_bins))
+            self.histogram_min_.assign(0.0)
+            self.histogram_max_.assign(0.0)
+
+    @property
+    def calibrated(self):
+        """True once a range is known (fixed, or seen in some batch)."""
+        return self.fixed_range is not None or int(self.batches_seen_) > 0
+
+    def range(self):
+        """The range to quantize with, as Python floats `(min, max)`.
+
+        The range always contains 0 and is at least `MIN_RANGE_WIDTH` wide,
+        as TFLite's zero point must be exactly representable.
+
+        Raises:
+            RuntimeError: if nothing was recorded yet (see `calibrated`).
+        """
+        if self.fixed_range is not None:
+            return self.fixed_range
+        if not self.calibrated:
+            raise RuntimeError(f"Observer '{self.point}' has seen no values.")
+        if self.histogram_ is not None:
+            low, high = histogram_range(
+                np.asarray(self.histogram_),
+                float(self.histogram_min_),
+                float(self.histogram_max_),
+                self.percentile,
+            )
+        else:
+            low, high = float(self.min_), float(self.max_)
+        return widen_range(low, high)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            estimator=self.estimator,
+            point=self.point,
+            fixed_range=self.fixed_range,
+            percentile=self.percentile,
+            num_bins=self.num_bins,
+        )
+        return config
+
+
+def widen_range(low, high):
+    """Widens `[low, high]` to contain 0 and be at least a minimum width.
+
+    >>> widen_range(0.5, 2.0)
+    (0.0, 2.0)
+    >>> widen_range(0.0, 0.0)
+    (0.0, 9.5367431640625e-07)
+    """
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    if high - low < MIN_RANGE_WIDTH:
+        high = low + MIN_RANGE_WIDTH
+    return (low, high)
+
+
+def histogram_range(counts, low, high, percentile):
+    """The central `percentile` percent of a histogram, as `(min, max)`.
+
+    Each tail drops `(100 - percentile) / 2` percent of the mass, with
+    linear interpolation inside the bin where the cut falls.
+
+    >>> histogram_range(np.ones(100), 0.0, 100.0, 98.0)
+    (1.0, 99.0)
+    """
+    total = float(np.sum(counts))
+    if total <= 0:
+        return (low, high)
+    tail = total * (100.0 - percentile) / 200.0
+    edges = np.linspace(low, high, len(counts) + 1)
+    cumulative = np.concatenate([[0.0], np.cumsum(counts)])
+    lower = float(np.interp(tail, cumulative, edges))
+    upper = float(np.interp(total - tail, cumulative, edges))
+    return (lower, upper)
+
+
+def _zero():
+    return ops.convert_to_tensor(0, "int32")
