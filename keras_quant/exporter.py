@@ -24,6 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_quant import calibration_stats
+from keras_quant import decomposition
 from keras_quant import evaluation
 from keras_quant import graph as graph_lib
 from keras_quant import inspection
@@ -33,8 +35,10 @@ from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.errors import UnwritablePathError
 from keras_quant.layers import FakeQuant
+from keras_quant.layers import Split
 from keras_quant.modes import MODES
 from keras_quant.modes import Mode
+from keras_quant.modes import Route
 from keras_quant.observed_model import find_observers
 from keras_quant.observers import Observer
 
@@ -133,7 +137,7 @@ def export(
     filepath = _check_filepath(filepath)
     graph_lib.as_functional(model)
     ranges = collect_ranges(model, mode)
-    tflite = convert(model, mode, io_dtype, ranges)
+    tflite = convert(model, mode, io_dtype)
     float32_size = len(tflite) if mode is Mode.FLOAT32 else _float32_size(model)
     write_atomically(filepath, tflite)
     comparison = {}
@@ -163,7 +167,7 @@ def collect_ranges(model, mode):
         NotCalibratedError: no observers, or observers without a range.
         NonFiniteActivationError: an observer recorded NaN/Inf values.
     """
-    if MODES[mode].activation_bits is None:
+    if not MODES[mode].needs_ranges:
         return {}
     observers = find_observers(model)
     if not observers:
@@ -197,7 +201,7 @@ def collect_ranges(model, mode):
     return {o.point: o.range() for o in observers}
 
 
-def convert(model, mode, io_dtype=None, ranges=None):
+def convert(model, mode, io_dtype=None):
     """Converts `model` in `mode` and checks the result; returns bytes.
 
     Unlike `export`, writes nothing and computes no report.
@@ -208,30 +212,59 @@ def convert(model, mode, io_dtype=None, ranges=None):
     b'TFL3'
     """
     mode = modes_lib.parse_mode(mode)
-    bits = MODES[mode].activation_bits
-    graph_model = _float_graph(model) if bits is None else _fake_quant_graph(
-        model, bits
-    )
-    converter = tf.lite.TFLiteConverter.from_keras_model(graph_model)
-    modes_lib.configure_converter(converter, mode, io_dtype)
-    with _quiet():
-        tflite = converter.convert()
-    for fixup in MODES[mode].fixups:
-        tflite = fixup(tflite)
+    io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
+    tflite = ROUTES[MODES[mode].route](model, mode, io_dtype)
     _check_contract(tflite, mode)
     return tflite
 
 
-def _fake_quant_graph(model, bits):
+def _run_converter(keras_model, mode, io_dtype):
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    modes_lib.configure_converter(converter, mode, io_dtype)
+    with _quiet():
+        return converter.convert()
+
+
+def _convert_float(model, mode, io_dtype):
+    return _run_converter(_float_graph(model), mode, io_dtype)
+
+
+def _convert_fake_quant(model, mode, io_dtype):
+    return _run_converter(_fake_quant_graph(model), mode, io_dtype)
+
+
+def _convert_16x8(model, mode, io_dtype):
+    int8_model = _convert_fake_quant(model, Mode.INT8, None)
+    with _quiet():
+        calibrated = calibration_stats.calibrated_float_model(
+            _float_graph(model), tf.lite.TFLiteConverter.from_keras_model
+        )
+        injected = calibration_stats.inject_ranges(calibrated, int8_model)
+        return calibration_stats.quantize_16x8(injected)
+
+
+ROUTES = {
+    Route.FLOAT: _convert_float,
+    Route.FAKE_QUANT: _convert_fake_quant,
+    Route.STATISTICS: _convert_16x8,
+}
+
+
+def _fake_quant_graph(model):
+    """The graph TFLite will compute: split layers as their steps, and a
+    fake-quant with its collected range in place of each observer."""
+
     def call_op(op, args, kwargs):
-        if not isinstance(op.layer, Observer):
-            return op.layer(*args, **kwargs)
-        low, high = op.layer.range()
-        if bits == 16:
-            bound = max(-low, high)
-            low, high = -bound, bound
-        layer = FakeQuant(low, high, bits, narrow_range=bits == 16)
-        return layer(*args)
+        if isinstance(op.layer, Observer):
+            return FakeQuant(*op.layer.range())(args[0])
+        if isinstance(op.layer, Split):
+            value = args[0]
+            for step, part in decomposition.plan(op.layer.layer, op.layer.parts):
+                value = decomposition.LayerStep(op.layer.layer, step)(value)
+                if part is not None:
+                    value = FakeQuant(*op.layer.observer_for(part).range())(value)
+            return value
+        return op.layer(*args, **kwargs)
 
     return _rebuild(model, call_op)
 
@@ -243,6 +276,8 @@ def _float_graph(model):
     def call_op(op, args, kwargs):
         if isinstance(op.layer, Observer):
             return args[0]
+        if isinstance(op.layer, Split):
+            return op.layer.layer(*args)
         return op.layer(*args, **kwargs)
 
     return _rebuild(model, call_op)

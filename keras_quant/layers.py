@@ -2,14 +2,16 @@
 
 - `FakeQuant` rounds a tensor to the integer grid of a fixed range, the way
   TFLite will; the converter reads it as that tensor's quantization range.
-- `PreActivation` computes a Conv or Dense layer without its activation, so
-  that the tensor between the layer and an activation TFLite cannot fuse
-  (softmax, tanh, ...) gets a range of its own. It wraps the original layer,
-  so weights stay shared.
+- `Split` calls a layer that TFLite computes as two ops (a Dense with
+  softmax, a SeparableConv, a BatchNormalization that does not fold) and
+  observes the tensor between those ops. It wraps the original layer, so
+  weights stay shared.
 """
 
 import keras
 from keras import ops
+
+from keras_quant import decomposition
 
 
 @keras.saving.register_keras_serializable(package="keras_quant")
@@ -65,34 +67,64 @@ class FakeQuant(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_quant")
-class PreActivation(keras.layers.Wrapper):
-    """Calls a wrapped Conv or Dense layer with its activation left out.
+class Split(keras.layers.Wrapper):
+    """Calls a layer unchanged and observes tensors TFLite has inside it.
+
+    TFLite computes some layers as two ops (see `keras_quant.decomposition`);
+    the tensor between them needs a range. `Split` returns exactly what the
+    wrapped layer returns, and feeds each of its `observers` the matching
+    internal tensor, computed only while that observer records.
 
     Args:
         layer: the layer to call; its weights are used, not copied.
-
-    Example:
-
-    >>> dense = keras.layers.Dense(2, activation="softmax")
-    >>> dense.build((None, 3))
-    >>> logits = PreActivation(dense)(keras.ops.ones((1, 3)))
-    >>> difference = keras.ops.softmax(logits) - dense(keras.ops.ones((1, 3)))
-    >>> bool(keras.ops.max(keras.ops.abs(difference)) < 1e-6)
-    True
+        parts: names of the internal tensors, one per observer.
+        observers: the `Observer` of each part.
     """
+
+    def __init__(self, layer, parts, observers, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.parts = tuple(parts)
+        self.observers = list(observers)
 
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
         self.built = True
 
-    def call(self, inputs):
-        activation = self.layer.activation
-        self.layer.activation = keras.activations.linear
-        try:
-            return self.layer.call(inputs)
-        finally:
-            self.layer.activation = activation
+    def call(self, inputs, training=None, mask=None):
+        for part, observer in zip(self.parts, self.observers):
+            observer.record_from(
+                lambda part=part: decomposition.internal_tensor(
+                    self.layer, self.parts, part, inputs
+                ),
+                training,
+            )
+        extra = {} if mask is None else {"mask": mask}
+        return self.layer(inputs, training=training, **extra)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    def observer_for(self, part):
+        """The observer of internal tensor `part`."""
+        return self.observers[self.parts.index(part)]
+
+    def get_config(self):
+        config = super().get_config()
+        config["parts"] = list(self.parts)
+        config["observers"] = [
+            keras.saving.serialize_keras_object(o) for o in self.observers
+        ]
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(
+            config["layer"], custom_objects=custom_objects
+        )
+        config["observers"] = [
+            keras.saving.deserialize_keras_object(o, custom_objects=custom_objects)
+            for o in config["observers"]
+        ]
+        return cls(**config)

@@ -2,7 +2,8 @@
 
 `MODES` is the one table from a `Mode` to what it means: whether it needs
 activation ranges (and at which bit width), and the converter settings.
-`configure_converter` applies a row to a `tf.lite.TFLiteConverter`; nothing
+`configure_converter` applies a row to a `tf.lite.TFLiteConverter`, and
+`exporter.ROUTES` maps a row's `route` to its conversion function; nothing
 else in keras-quant branches on the mode.
 
 | mode        | weights         | activations     | input/output        |
@@ -20,8 +21,6 @@ import enum
 
 import tensorflow as tf
 
-from keras_quant import fixups
-
 
 class Mode(str, enum.Enum):
     """An export mode; the string values are accepted wherever a mode is."""
@@ -34,31 +33,37 @@ class Mode(str, enum.Enum):
     INT16X8 = "int16x8"
 
 
+class Route(str, enum.Enum):
+    """How collected ranges reach the converter."""
+
+    FLOAT = "float"  # convert the float graph; no ranges needed
+    FAKE_QUANT = "fake_quant"  # ranges as fake-quant ops (int8)
+    STATISTICS = "statistics"  # ranges as calibration statistics (16x8)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModeSpec:
     """What a mode asks of the model and of the converter.
 
     Attributes:
         summary: one line for reports.
-        activation_bits: 8 or 16 when the mode quantizes activations with
-            collected ranges; None when it needs no ranges.
+        route: how the model is converted (see `Route`).
         optimize: whether to set `optimizations=[tf.lite.Optimize.DEFAULT]`.
         supported_types: `target_spec.supported_types`.
-        supported_ops: `target_spec.supported_ops` (None keeps the default).
         integer_io: whether inputs and outputs are integers.
         hardware: where the guide says the mode pays off.
-        fixups: functions `bytes -> bytes` applied to the converter's
-            output (see `keras_quant.fixups`).
     """
 
     summary: str
-    activation_bits: int = None
+    route: Route = Route.FLOAT
     optimize: bool = True
     supported_types: tuple = ()
-    supported_ops: tuple = None
     integer_io: bool = False
     hardware: str = "CPU"
-    fixups: tuple = ()
+
+    @property
+    def needs_ranges(self):
+        return self.route is not Route.FLOAT
 
 
 MODES = {
@@ -66,12 +71,11 @@ MODES = {
     Mode.DYNAMIC: ModeSpec("dynamic range: int8 weights, float activations"),
     Mode.INT8: ModeSpec(
         "full integer with float fallback and float input/output",
-        activation_bits=8,
-        hardware="CPU, Edge TPU-like accelerators (via fallback: CPU)",
+        route=Route.FAKE_QUANT,
     ),
     Mode.INT8_ONLY: ModeSpec(
         "integer only, integer input/output",
-        activation_bits=8,
+        route=Route.FAKE_QUANT,
         integer_io=True,
         hardware="CPU, Edge TPU, microcontrollers",
     ),
@@ -80,13 +84,8 @@ MODES = {
     ),
     Mode.INT16X8: ModeSpec(
         "16x8: int16 activations, int8 weights",
-        activation_bits=16,
-        supported_ops=(
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
-            tf.lite.OpsSet.TFLITE_BUILTINS,
-        ),
+        route=Route.STATISTICS,
         hardware="CPU (reference kernels: slow)",
-        fixups=(fixups.widen_int16x8_biases,),
     ),
 }
 
@@ -135,8 +134,6 @@ def configure_converter(converter, mode, io_dtype=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if spec.supported_types:
         converter.target_spec.supported_types = list(spec.supported_types)
-    if spec.supported_ops is not None:
-        converter.target_spec.supported_ops = list(spec.supported_ops)
     if spec.integer_io:
         converter.inference_input_type = IO_DTYPES[io_dtype]
         converter.inference_output_type = IO_DTYPES[io_dtype]

@@ -18,7 +18,7 @@ from keras.src import tree
 
 from keras_quant import graph as graph_lib
 from keras_quant import placement
-from keras_quant.layers import PreActivation
+from keras_quant.layers import Split
 from keras_quant.observers import RECORD_INFERENCE
 from keras_quant.observers import RECORD_OFF
 from keras_quant.observers import Observer
@@ -116,7 +116,7 @@ def observe(model, estimator="minmax", *, save_modes=("int8",), **observer_kwarg
             "float model to `observe()`, or keep using this one."
         )
     points = placement.find_points(graph)
-    builder = _ObserverInserter(points, estimator, observer_kwargs)
+    builder = _ObserverInserter(graph, points, estimator, observer_kwargs)
     inputs = [_fresh_input(graph.tensors[key]) for key in graph.inputs]
     outputs = graph.replay(inputs, builder.call_op, builder.on_tensor)
     functional = graph_lib.as_functional(model)
@@ -132,7 +132,8 @@ def observe(model, estimator="minmax", *, save_modes=("int8",), **observer_kwarg
 
 
 class _ObserverInserter:
-    def __init__(self, points, estimator, observer_kwargs):
+    def __init__(self, graph, points, estimator, observer_kwargs):
+        self._graph = graph
         self._points = {point.key: point for point in points}
         self._estimator = estimator
         self._kwargs = observer_kwargs
@@ -142,26 +143,29 @@ class _ObserverInserter:
         point = self._points.get(key)
         if point is None:
             return value
-        observer = Observer(
+        return self._observer(point)(value)
+
+    def call_op(self, op, args, kwargs):
+        parts = placement.internal_parts(self._graph, op)
+        if not parts:
+            return op.layer(*args, **kwargs)
+        observers = [
+            self._observer(self._points[placement.internal_key(op.outputs[0], p)])
+            for p in parts
+        ]
+        split = Split(
+            op.layer, parts, observers, name=self._unique(f"{op.layer.name}_split")
+        )
+        return split(*args, **kwargs)
+
+    def _observer(self, point):
+        return Observer(
             estimator=self._estimator,
             point=point.name,
             fixed_range=point.fixed_range,
             name=self._unique(f"{point.name}_observer"),
             **self._kwargs,
         )
-        return observer(value)
-
-    def call_op(self, op, args, kwargs):
-        if not placement.splits_activation(op.layer):
-            return op.layer(*args, **kwargs)
-        layer = op.layer
-        pre = PreActivation(layer, name=self._unique(f"{layer.name}_linear"))
-        key = placement.pre_activation_key(op.outputs[0])
-        value = self.on_tensor(key, pre(*args))
-        activation = keras.layers.Activation(
-            layer.activation, name=self._unique(f"{layer.name}_activation")
-        )
-        return activation(value)
 
     def _unique(self, name):
         base = re.sub(r"[^0-9A-Za-z_.-]", "_", name)

@@ -160,14 +160,22 @@ class Observer(keras.layers.Layer):
         return mask
 
     def call(self, inputs, training=None):
+        self.record_from(lambda: inputs, training)
+        return inputs
+
+    def record_from(self, compute, training=None):
+        """Records `compute()` if this observer records in this phase.
+
+        `compute` is only called while recording, so an internal tensor that
+        exists for quantization alone costs nothing the rest of the time.
+        """
         if self.fixed_range is not None:
-            return inputs
+            return
         bit = RECORD_TRAINING if training else RECORD_INFERENCE
         recording = ops.not_equal(
             ops.bitwise_and(self.record_mask, bit), ops.convert_to_tensor(0)
         )
-        ops.cond(recording, lambda: self._record(inputs), lambda: _zero())
-        return inputs
+        ops.cond(recording, lambda: self._record(compute()), lambda: _zero())
 
     def _record(self, inputs):
         values = ops.reshape(ops.cast(inputs, "float32"), (-1,))

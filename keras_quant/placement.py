@@ -95,6 +95,8 @@ ROLES = {
     layers.Softmax: Role.FIXED_RANGE,
 }
 
+SEPARABLE = (layers.SeparableConv1D, layers.SeparableConv2D)
+
 # Roles whose output can absorb a following fused activation.
 _GROUP_HEADS = (Role.COMPUTE, Role.ELEMENTWISE)
 
@@ -110,11 +112,14 @@ class QuantPoint:
         key: the tensor's key in the traced graph.
         fixed_range: `(min, max)` set by the spec (sigmoid, softmax, tanh),
             or None when the range must be observed.
+        part: for a tensor inside a layer that TFLite splits in two ops,
+            its name (see `keras_quant.decomposition`); else None.
     """
 
     name: str
     key: tuple
     fixed_range: tuple = None
+    part: str = None
 
 
 def activation_name(layer):
@@ -167,9 +172,27 @@ def post_activation_range(layer):
     return ACTIVATIONS.get(activation_name(layer), (None, None))[1]
 
 
-def pre_activation_key(key):
-    """The graph key of the tensor inside a split Conv/Dense layer."""
-    return (key, "pre_activation")
+def internal_key(key, part):
+    """The graph key of the tensor `part` inside the layer producing `key`."""
+    return (key, part)
+
+
+def internal_parts(graph, op):
+    """The tensors TFLite has inside `op`'s layer that need a range.
+
+    Returns:
+        A tuple of part names: `"depthwise"` (SeparableConv),
+        `"pre_activation"` (an activation TFLite cannot fuse) and
+        `"bn_scale"` (a BatchNormalization that does not fold).
+    """
+    parts = []
+    if isinstance(op.layer, SEPARABLE):
+        parts.append("depthwise")
+    if splits_activation(op.layer):
+        parts.append("pre_activation")
+    if role_of(op.layer)[0] is Role.FOLD and not _is_group_tail(graph, op):
+        parts.append("bn_scale")
+    return tuple(parts)
 
 
 def find_points(model_or_graph):
@@ -199,13 +222,14 @@ def _op_points(graph, op):
     role, fixed_range = role_of(op.layer)
     if role is Role.SAME_SCALE:
         return []
-    points = []
-    if splits_activation(op.layer):
-        points.append(
-            QuantPoint(
-                f"{op.path}/pre_activation", pre_activation_key(op.outputs[0])
-            )
+    parts = internal_parts(graph, op)
+    points = [
+        QuantPoint(
+            f"{op.path}/{part}", internal_key(op.outputs[0], part), part=part
         )
+        for part in parts
+    ]
+    if "pre_activation" in parts:
         fixed_range = post_activation_range(op.layer)
     for index, key in enumerate(op.outputs):
         if not _is_float(graph.tensors[key]) or _fuses_forward(graph, op, key):

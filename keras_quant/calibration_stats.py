@@ -1,0 +1,158 @@
+"""16x8 export: collected ranges written into the converter's statistics.
+
+The fake-quant route that serves int8 does not serve 16x8: the TF 2.21
+converter then stores int32 biases (LiteRT's int16 kernels read int64),
+nudges zero points off 0, and rejects int16 concatenation. The converter's
+own 16x8 path works, but it calibrates on a representative dataset. So:
+
+1. convert the float graph with `_experimental_calibrate_only` on one dummy
+   batch: a float `.tflite` whose activation tensors carry min/max fields;
+2. convert the int8 fake-quant graph (`exporter`): the converter maps every
+   collected range onto the tensors TFLite actually has (after fusion and
+   same-scale propagation);
+3. align the two op lists (they come from the same Keras graph) and copy
+   each int8 tensor's range into the matching min/max fields;
+4. quantize with TFLite's calibration quantizer (int16 activations, int64
+   biases), which reads those fields as its statistics.
+
+Steps 1 and 4 use the converter's private calibration API, pinned by the
+tested TensorFlow version (see docs/decisions.md).
+"""
+
+import difflib
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.lite.python.optimize import calibrator
+from tensorflow.lite.tools import flatbuffer_utils
+
+from keras_quant import inspection
+from keras_quant.errors import ExportError
+
+# Ops the int8 fake-quant model adds around float inputs/outputs.
+_BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+def calibrated_float_model(model, converter_factory):
+    """The float `.tflite` of `model` with (dummy) min/max statistics."""
+    converter = converter_factory(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: iter([_zeros_batch(model)])
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
+def _zeros_batch(model):
+    return [
+        np.zeros([1, *tensor.shape[1:]], tensor.dtype) for tensor in model.inputs
+    ]
+
+
+def int8_ranges(int8_model):
+    """Ranges of an int8 model: per model input, and per non-boundary op.
+
+    Returns:
+        `(input ranges, ops)` where `ops` is a list of `(op name, output
+        ranges)`; a range is `(min, max)`, or None for an unquantized tensor.
+    """
+    summary = inspection.summarize(int8_model)
+    producers = {o: op for op in summary.ops for o in op.outputs}
+    consumers = {}
+    for op in summary.ops:
+        for i in op.inputs:
+            consumers.setdefault(i, []).append(op)
+
+    def range_of(index):
+        tensor = summary.tensors[index]
+        if tensor.dtype in ("int8", "int16") and len(tensor.scales) == 1:
+            return _real_range(tensor)
+        for op in consumers.get(index, []):
+            if op.name == "QUANTIZE":
+                return _real_range(summary.tensors[op.outputs[0]])
+        producer = producers.get(index)
+        if producer is not None and producer.name == "DEQUANTIZE":
+            return _real_range(summary.tensors[producer.inputs[0]])
+        return None
+
+    ops = [
+        (op.name, [range_of(i) for i in op.outputs])
+        for op in summary.ops
+        if op.name not in _BOUNDARY_OPS
+    ]
+    return [range_of(i) for i in summary.inputs], ops
+
+
+def _real_range(tensor):
+    info = np.iinfo(tensor.dtype)
+    scale = float(tensor.scales[0])
+    zero_point = int(tensor.zero_points[0])
+    return ((info.min - zero_point) * scale, (info.max - zero_point) * scale)
+
+
+def inject_ranges(calibrated, int8_model):
+    """Writes the int8 model's ranges into the calibrated model's min/max.
+
+    The float model may have folded ops that the int8 model keeps (a
+    BatchNormalization before a convolution folds into its weights when no
+    range separates them), so the op lists are aligned as sequences; every
+    op of the float model must find its twin.
+
+    Raises:
+        ExportError: if some op of the float model has no twin.
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    subgraph = model.subgraphs[0]
+    float_ops = subgraph.operators
+    names = [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in float_ops]
+    input_ranges, reference = int8_ranges(int8_model)
+    twins = _align(names, [name for name, _ in reference])
+    missing = [name for i, name in enumerate(names) if i not in twins]
+    if missing:
+        raise ExportError(
+            "int16x8 export could not match these float ops with the int8 "
+            f"graph's: {missing}. Export mode='int8' instead, and report "
+            "this model to keras-quant."
+        )
+    for index, found in zip(subgraph.inputs, input_ranges):
+        if found is not None:
+            _set_range(subgraph.tensors[index], found)
+    for position, op in enumerate(float_ops):
+        _, output_ranges = reference[twins[position]]
+        for index, found in zip(op.outputs, output_ranges):
+            if found is not None:
+                _set_range(subgraph.tensors[index], found)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _align(names, reference_names):
+    """`{position in names: position in reference_names}` of matching ops."""
+    matcher = difflib.SequenceMatcher(None, names, reference_names, autojunk=False)
+    twins = {}
+    for block in matcher.get_matching_blocks():
+        for offset in range(block.size):
+            twins[block.a + offset] = block.b + offset
+    return twins
+
+
+def _set_range(tensor, found):
+    quantization = tensor.quantization
+    if quantization is None or quantization.min is None:
+        return
+    quantization.min = np.array([found[0]], np.float32)
+    quantization.max = np.array([found[1]], np.float32)
+
+
+def quantize_16x8(calibrated):
+    """Quantizes a model with min/max statistics to int16x8 (float I/O)."""
+    wrapper = calibrator.Calibrator(calibrated)._calibrator
+    return bytes(
+        wrapper.QuantizeModel(
+            np.dtype("float32").num,
+            np.dtype("float32").num,
+            True,
+            np.dtype("int16").num,
+            np.dtype("int64").num,
+            False,
+            False,
+        )
+    )
