@@ -16,6 +16,12 @@ def _replica_context():
     return context
 
 
+def replicas_in_sync():
+    """How many replicas run this step in lockstep (1 outside a strategy)."""
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
 def reduce_batch_stats(batch_min, batch_max, nonfinite):
     """Global min, max and non-finite count of a batch split across replicas.
 

@@ -41,6 +41,7 @@ from keras_quant.modes import Mode
 from keras_quant.modes import Route
 from keras_quant.observed_model import find_observers
 from keras_quant.observers import Observer
+from keras_quant.observers import read
 
 TFLITE_SUFFIX = ".tflite"
 
@@ -186,9 +187,9 @@ def collect_ranges(model, mode):
             "`RangeCalibration` callback and validation data) first."
         )
     nonfinite = {
-        o.point: int(o.nonfinite_count_)
+        o.point: read(o.nonfinite_count_)
         for o in observers
-        if int(o.nonfinite_count_) > 0
+        if read(o.nonfinite_count_) > 0
     }
     if nonfinite:
         listed = ", ".join(f"{k} ({v})" for k, v in nonfinite.items())
@@ -286,11 +287,15 @@ def _float_graph(model):
 def _rebuild(model, call_op):
     graph = graph_lib.trace(model)
     inputs = [
-        keras.Input(batch_shape=graph.tensors[k].shape, dtype=graph.tensors[k].dtype)
-        for k in graph.inputs
+        keras.Input(
+            batch_shape=graph.tensors[key].shape,
+            dtype=graph.tensors[key].dtype,
+            name=name,
+        )
+        for key, name in zip(graph.inputs, graph.input_names)
     ]
     outputs = graph.replay(inputs, call_op)
-    return keras.Model(inputs, outputs)
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def _check_contract(tflite, mode):
@@ -340,7 +345,11 @@ def _check_filepath(filepath):
 
 
 def write_atomically(filepath, data):
-    """Writes `data` to `filepath` through a temporary file and a rename."""
+    """Writes `data` to `filepath` through a temporary file and a rename.
+
+    The file gets the permissions a plain `open(filepath, "wb")` would give
+    (0666 less the umask), not the private ones of a temporary file.
+    """
     folder = os.path.dirname(os.path.abspath(filepath))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".kq-", suffix=".tmp")
     try:
@@ -348,11 +357,18 @@ def write_atomically(filepath, data):
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, filepath)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def export_beside(model, keras_path, modes):

@@ -23,6 +23,7 @@ from keras_quant.observers import RECORD_INFERENCE
 from keras_quant.observers import RECORD_OFF
 from keras_quant.observers import Observer
 from keras_quant.observers import check_estimator
+from keras_quant.observers import read
 
 @keras.saving.register_keras_serializable(package="keras_quant")
 class ObservedModel(keras.Model):
@@ -201,7 +202,7 @@ def find_observers(model):
 def observers_paused(model):
     """Stops every observer of `model` from recording inside the block."""
     observers = find_observers(model)
-    masks = [int(observer.record_mask) for observer in observers]
+    masks = [read(observer.record_mask) for observer in observers]
     for observer in observers:
         observer.record_mask.assign(RECORD_OFF)
     try:

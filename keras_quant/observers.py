@@ -166,8 +166,10 @@ class Observer(keras.layers.Layer):
     def record_from(self, compute, training=None):
         """Records `compute()` if this observer records in this phase.
 
-        `compute` is only called while recording, so an internal tensor that
-        exists for quantization alone costs nothing the rest of the time.
+        On one device `compute` is only called while recording, so an
+        internal tensor that exists for quantization alone costs nothing the
+        rest of the time. Across replicas the batch statistics are exchanged
+        outside the conditional, as `tf.distribute` requires.
         """
         if self.fixed_range is not None:
             return
@@ -175,27 +177,59 @@ class Observer(keras.layers.Layer):
         recording = ops.not_equal(
             ops.bitwise_and(self.record_mask, bit), ops.convert_to_tensor(0)
         )
-        ops.cond(recording, lambda: self._record(compute()), lambda: _zero())
+        if distribution.replicas_in_sync() > 1:
+            self._record_across_replicas(compute, recording)
+        else:
+            ops.cond(
+                recording, lambda: self._record_local(compute()), lambda: _zero()
+            )
 
-    def _record(self, inputs):
-        values = ops.reshape(ops.cast(inputs, "float32"), (-1,))
-        finite = ops.isfinite(values)
-        batch_min = ops.min(ops.where(finite, values, np.inf), initial=np.inf)
-        batch_max = ops.max(ops.where(finite, values, -np.inf), initial=-np.inf)
-        nonfinite = ops.sum(ops.cast(ops.logical_not(finite), "int64"))
-        batch_min, batch_max, nonfinite = distribution.reduce_batch_stats(
-            batch_min, batch_max, nonfinite
-        )
-        self.nonfinite_count_.assign_add(nonfinite)
-        has_values = ops.less_equal(batch_min, batch_max)
-        ops.cond(
-            has_values,
-            lambda: self._update(values, finite, batch_min, batch_max),
-            lambda: _zero(),
-        )
+    def _record_local(self, inputs):
+        values = _flat_float(inputs)
+        batch_min, batch_max, nonfinite = _batch_stats(values)
+        histogram = None
+        if self.histogram_ is not None:
+            low, high = self._histogram_edges(batch_min, batch_max)
+            histogram = self._batch_histogram(values, low, high)
+        for variable, value in self._next_state(
+            batch_min, batch_max, nonfinite, histogram
+        ):
+            variable.assign(value)
         return _zero()
 
-    def _update(self, values, finite, batch_min, batch_max):
+    def _record_across_replicas(self, compute, recording):
+        # Variable updates are synchronisation points too, so they happen
+        # unconditionally, keeping the old value when not recording.
+        empty = (
+            ops.convert_to_tensor(np.inf, "float32"),
+            ops.convert_to_tensor(-np.inf, "float32"),
+            ops.convert_to_tensor(0, "int64"),
+        )
+        local = ops.cond(
+            recording, lambda: _batch_stats(_flat_float(compute())), lambda: empty
+        )
+        batch_min, batch_max, nonfinite = distribution.reduce_batch_stats(*local)
+        histogram = None
+        if self.histogram_ is not None:
+            low, high = self._histogram_edges(batch_min, batch_max)
+            has_values = ops.logical_and(recording, batch_min <= batch_max)
+            histogram = distribution.sum_across_replicas(
+                ops.cond(
+                    has_values,
+                    lambda: self._batch_histogram(
+                        _flat_float(compute()), low, high
+                    ),
+                    lambda: ops.zeros((self.num_bins,), "float64"),
+                )
+            )
+        for variable, value in self._next_state(
+            batch_min, batch_max, nonfinite, histogram
+        ):
+            variable.assign(ops.where(recording, value, variable))
+
+    def _next_state(self, batch_min, batch_max, nonfinite, histogram):
+        """`(variable, new value)` pairs after one batch's statistics."""
+        has_values = ops.less_equal(batch_min, batch_max)
         first = ops.equal(self.batches_seen_, 0)
         momentum = self.momentum
         running = ops.equal(momentum, 0.0)
@@ -209,39 +243,62 @@ class Observer(keras.layers.Layer):
             ops.maximum(self.max_, batch_max),
             momentum * self.max_ + (1.0 - momentum) * batch_max,
         )
-        self.min_.assign(ops.where(first, batch_min, new_min))
-        self.max_.assign(ops.where(first, batch_max, new_max))
-        if self.histogram_ is not None:
-            self._update_histogram(values, finite, batch_min, batch_max, first)
-        self.batches_seen_.assign_add(ops.convert_to_tensor(1, "int64"))
-        return _zero()
+        state = [
+            (self.nonfinite_count_, self.nonfinite_count_ + nonfinite),
+            (self.min_, ops.where(first, batch_min, new_min)),
+            (self.max_, ops.where(first, batch_max, new_max)),
+            (self.batches_seen_, self.batches_seen_ + 1),
+        ]
+        if histogram is not None:
+            state.extend(self._next_histogram(histogram, batch_min, batch_max))
+        return [
+            (variable, value if variable is self.nonfinite_count_ else (
+                ops.where(has_values, value, variable)
+            ))
+            for variable, value in state
+        ]
 
-    def _update_histogram(self, values, finite, batch_min, batch_max, first):
-        low = ops.where(first, batch_min, ops.minimum(self.histogram_min_, batch_min))
+    def _histogram_edges(self, batch_min, batch_max):
+        """The histogram range after this batch: old range and batch range."""
+        first = ops.equal(self.batches_seen_, 0)
+        low = ops.where(
+            first, batch_min, ops.minimum(self.histogram_min_, batch_min)
+        )
         high = ops.where(
             first, batch_max, ops.maximum(self.histogram_max_, batch_max)
         )
-        high = ops.maximum(high, low + MIN_RANGE_WIDTH)
-        old_width = self.histogram_max_ - self.histogram_min_
-        centers = self.histogram_min_ + (
-            ops.arange(self.num_bins, dtype="float32") + 0.5
-        ) * (old_width / self.num_bins)
-        kept = self.histogram_ * ops.cast(1.0 - self.momentum, "float64")
-        kept = ops.where(ops.equal(self.momentum, 0.0), self.histogram_, kept)
-        rebinned = ops.segment_sum(
-            kept, self._bin_index(centers, low, high), num_segments=self.num_bins
-        )
-        batch = ops.segment_sum(
+        return low, ops.maximum(high, low + MIN_RANGE_WIDTH)
+
+    def _batch_histogram(self, values, low, high):
+        finite = ops.isfinite(values)
+        return ops.segment_sum(
             ops.cast(finite, "float64"),
             self._bin_index(ops.where(finite, values, low), low, high),
             num_segments=self.num_bins,
         )
-        batch = distribution.sum_across_replicas(batch)
-        self.histogram_.assign(
-            ops.where(first, ops.zeros_like(rebinned), rebinned) + batch
+
+    def _next_histogram(self, batch_histogram, batch_min, batch_max):
+        """Re-bins the kept counts into the new range and adds the batch."""
+        low, high = self._histogram_edges(batch_min, batch_max)
+        first = ops.equal(self.batches_seen_, 0)
+        old_width = self.histogram_max_ - self.histogram_min_
+        centers = self.histogram_min_ + (
+            ops.arange(self.num_bins, dtype="float32") + 0.5
+        ) * (old_width / self.num_bins)
+        kept = ops.where(
+            ops.equal(self.momentum, 0.0),
+            self.histogram_,
+            self.histogram_ * ops.cast(self.momentum, "float64"),
         )
-        self.histogram_min_.assign(low)
-        self.histogram_max_.assign(high)
+        rebinned = ops.segment_sum(
+            kept, self._bin_index(centers, low, high), num_segments=self.num_bins
+        )
+        counts = ops.where(first, ops.zeros_like(rebinned), rebinned)
+        return [
+            (self.histogram_, counts + batch_histogram),
+            (self.histogram_min_, low),
+            (self.histogram_max_, high),
+        ]
 
     def _bin_index(self, values, low, high):
         scaled = (values - low) / (high - low) * self.num_bins
@@ -262,7 +319,7 @@ class Observer(keras.layers.Layer):
     @property
     def calibrated(self):
         """True once a range is known (fixed, or seen in some batch)."""
-        return self.fixed_range is not None or int(self.batches_seen_) > 0
+        return self.fixed_range is not None or read(self.batches_seen_) > 0
 
     def range(self):
         """The range to quantize with, as Python floats `(min, max)`.
@@ -279,13 +336,13 @@ class Observer(keras.layers.Layer):
             raise RuntimeError(f"Observer '{self.point}' has seen no values.")
         if self.histogram_ is not None:
             low, high = histogram_range(
-                np.asarray(self.histogram_),
-                float(self.histogram_min_),
-                float(self.histogram_max_),
+                read(self.histogram_),
+                read(self.histogram_min_),
+                read(self.histogram_max_),
                 self.percentile,
             )
         else:
-            low, high = float(self.min_), float(self.max_)
+            low, high = read(self.min_), read(self.max_)
         return widen_range(low, high)
 
     def get_config(self):
@@ -298,6 +355,16 @@ class Observer(keras.layers.Layer):
             num_bins=self.num_bins,
         )
         return config
+
+
+def read(variable):
+    """A variable's value as a Python scalar or a numpy array.
+
+    Works for the per-replica variables of `tf.distribute` strategies too,
+    where `int(variable)` does not.
+    """
+    value = np.asarray(keras.ops.convert_to_numpy(variable.value))
+    return value.item() if value.ndim == 0 else value
 
 
 def widen_range(low, high):
@@ -323,15 +390,41 @@ def histogram_range(counts, low, high, percentile):
     >>> histogram_range(np.ones(100), 0.0, 100.0, 98.0)
     (1.0, 99.0)
     """
+    counts = np.asarray(counts, np.float64)
     total = float(np.sum(counts))
     if total <= 0:
         return (low, high)
     tail = total * (100.0 - percentile) / 200.0
     edges = np.linspace(low, high, len(counts) + 1)
-    cumulative = np.concatenate([[0.0], np.cumsum(counts)])
-    lower = float(np.interp(tail, cumulative, edges))
-    upper = float(np.interp(total - tail, cumulative, edges))
-    return (lower, upper)
+    cumulative = np.cumsum(counts)
+    return (
+        _cut(cumulative, counts, edges, tail),
+        _cut(cumulative, counts, edges, total - tail),
+    )
+
+
+def _cut(cumulative, counts, edges, target):
+    """The point where the cumulative count reaches `target`, assuming the
+    values of each bin are spread evenly across it."""
+    index = min(int(np.searchsorted(cumulative, target)), len(counts) - 1)
+    before = cumulative[index] - counts[index]
+    fraction = 0.0
+    if counts[index] > 0:
+        fraction = min(max((target - before) / counts[index], 0.0), 1.0)
+    return float(edges[index] + fraction * (edges[index + 1] - edges[index]))
+
+
+def _flat_float(inputs):
+    return ops.reshape(ops.cast(inputs, "float32"), (-1,))
+
+
+def _batch_stats(values):
+    """Min and max of the finite values, and the count of the others."""
+    finite = ops.isfinite(values)
+    batch_min = ops.min(ops.where(finite, values, np.inf), initial=np.inf)
+    batch_max = ops.max(ops.where(finite, values, -np.inf), initial=-np.inf)
+    nonfinite = ops.sum(ops.cast(ops.logical_not(finite), "int64"))
+    return batch_min, batch_max, nonfinite
 
 
 def _zero():

@@ -1,0 +1,319 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_quant
+from keras_quant import exporter
+from keras_quant import inspection
+from keras_quant import litert
+from keras_quant.errors import NonFiniteActivationError
+from keras_quant.errors import NotCalibratedError
+from keras_quant.errors import UnsupportedModelError
+from keras_quant.errors import UnwritablePathError
+from tests.conftest import small_cnn
+
+ARCHITECTURES = ["small_cnn", "residual_cnn", "nested_cnn"]
+
+
+@pytest.fixture(scope="module")
+def converted(calibrated_models):
+    """Every architecture converted in every mode, once."""
+    cache = {}
+
+    def get(architecture, mode, io_dtype=None):
+        key = (architecture, mode, io_dtype)
+        if key not in cache:
+            model = calibrated_models[architecture]
+            cache[key] = exporter.convert(model, mode, io_dtype)
+        return inspection.summarize(cache[key]), cache[key]
+
+    return get
+
+
+def io_dtypes(summary):
+    tensors = summary.tensors
+    return (
+        {tensors[i].dtype for i in summary.inputs},
+        {tensors[i].dtype for i in summary.outputs},
+    )
+
+
+def inner_activations(summary):
+    """Activation tensors except the model's float inputs and outputs and
+    the QUANTIZE/DEQUANTIZE ops next to them, and int32 shape arithmetic."""
+    boundary = set(summary.inputs) | set(summary.outputs)
+    for op in summary.ops:
+        if op.name in ("QUANTIZE", "DEQUANTIZE"):
+            boundary.update(op.inputs + op.outputs)
+    return [
+        t
+        for t in summary.activations()
+        if t.index not in boundary and t.dtype != "int32"
+    ]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
+def test_int8_only_is_integer_end_to_end(converted, architecture, io_dtype):
+    summary, _ = converted(architecture, "int8_only", io_dtype)
+    assert io_dtypes(summary) == ({io_dtype}, {io_dtype})
+    assert summary.float_ops() == []
+    assert not [t.name for t in summary.tensors.values() if t.is_float]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_int8_has_int8_activations_and_float_io(converted, architecture):
+    summary, _ = converted(architecture, "int8")
+    assert io_dtypes(summary) == ({"float32"}, {"float32"})
+    assert {t.dtype for t in inner_activations(summary)} == {"int8"}
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_int16x8_has_int16_activations_and_int8_weights(converted, architecture):
+    summary, _ = converted(architecture, "int16x8")
+    assert io_dtypes(summary) == ({"float32"}, {"float32"})
+    assert {t.dtype for t in inner_activations(summary)} == {"int16"}
+    for _, weight, bias in summary.weights():
+        assert weight.dtype == "int8"
+        assert bias is None or bias.dtype == "int64"
+    for tensor in inner_activations(summary):
+        assert list(tensor.zero_points) == [0]  # 16x8: symmetric int16
+
+
+def test_dynamic_range_quantizes_weights_only(converted):
+    summary, _ = converted("small_cnn", "dynamic")
+    weights = [w for _, w, _ in summary.weights()]
+    # The converter leaves weights under 1024 elements in float.
+    large = [w for w in weights if np.prod(w.shape) >= 1024]
+    assert large and {w.dtype for w in large} == {"int8"}
+    assert {t.dtype for t in summary.activations()} <= {"float32", "int32"}
+
+
+def test_float16_stores_weights_as_float16(converted):
+    summary, _ = converted("small_cnn", "float16")
+    producers = {o: op for op in summary.ops for o in op.outputs}
+    for _, weight, _ in summary.weights():
+        dequantize = producers[weight.index]
+        assert dequantize.name == "DEQUANTIZE"
+        assert summary.tensors[dequantize.inputs[0]].dtype == "float16"
+
+
+def test_float32_is_unquantized(converted):
+    summary, _ = converted("small_cnn", "float32")
+    assert {t.dtype for t in summary.tensors.values()} <= {"float32", "int32"}
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8_only", "int16x8"])
+def test_tflite_quantization_spec(converted, mode):
+    summary, tflite = converted("residual_cnn", mode)
+    runner = litert.interpreter(tflite)
+    runner.allocate_tensors()
+    for _, weight, bias in summary.weights():
+        values = runner.get_tensor(weight.index)
+        channels = weight.shape[weight.quantized_dimension]
+        assert len(weight.scales) == channels  # per-axis
+        assert not np.any(weight.zero_points)
+        assert values.min() >= -127 and values.max() <= 127
+        expected_bias = "int64" if mode == "int16x8" else "int32"
+        assert bias.dtype == expected_bias and not np.any(bias.zero_points)
+    for tensor in inner_activations(summary):
+        assert len(tensor.scales) == 1  # per-tensor
+        if tensor.dtype == "int8":
+            assert -128 <= int(tensor.zero_points[0]) <= 127
+
+
+def accuracy(predictions, labels):
+    return float(np.mean(np.argmax(predictions, axis=-1) == labels))
+
+
+def converter_int8(model, samples):
+    def representative_dataset():
+        for i in range(len(samples)):
+            yield [samples[i : i + 1]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    with exporter._quiet():
+        return converter.convert()
+
+
+def test_int8_accuracy_is_close_to_float_and_to_the_converter(
+    trained_cnn, calibrated_cnn, digits, tmp_path
+):
+    x_test, y_test = digits["test"]
+    result = keras_quant.export(
+        calibrated_cnn, tmp_path / "m.tflite", validation_data=(x_test, y_test)
+    )
+    float_accuracy = result.float_metrics["accuracy"]
+    ours = accuracy(litert.run(result.path, x_test), y_test)
+    theirs = accuracy(
+        litert.run(converter_int8(trained_cnn, digits["train"][0][:100]), x_test),
+        y_test,
+    )
+    assert float_accuracy > 0.9
+    assert float_accuracy - ours <= 0.01
+    assert ours >= theirs
+    assert result.quantized_metrics["accuracy"] == pytest.approx(ours)
+
+
+def test_int8_outputs_track_the_float_model(calibrated_cnn, digits, tmp_path):
+    x_test = digits["test"][0]
+    result = keras_quant.export(calibrated_cnn, tmp_path / "m.tflite", "int8_only")
+    quantized = litert.run(result.path, x_test)
+    reference = calibrated_cnn.predict(x_test, verbose=0)
+    agreement = np.mean(quantized.argmax(-1) == reference.argmax(-1))
+    assert agreement >= 0.98
+    # Softmax outputs have scale 1/256: on average within one step.
+    assert np.mean(np.abs(quantized - reference)) <= 1 / 256
+
+
+def test_result_reports_sizes_and_metrics(calibrated_cnn, digits, tmp_path):
+    path = tmp_path / "deep" / "folder" / "m.tflite"
+    result = keras_quant.export(
+        calibrated_cnn, path, "int8", validation_data=digits["test"]
+    )
+    assert os.path.getsize(path) == result.size_bytes
+    assert result.size_ratio < 0.5
+    assert result.size_ratio == result.size_bytes / result.float32_size_bytes
+    assert set(result.float_metrics) == {"loss", "accuracy"}
+    assert result.metric_drop("accuracy") == pytest.approx(
+        result.float_metrics["accuracy"] - result.quantized_metrics["accuracy"]
+    )
+    assert set(result.ranges) == {o.point for o in calibrated_cnn.observers}
+    assert result.to_dict()["mode"] == "int8"
+
+
+def test_written_file_has_ordinary_permissions(calibrated_cnn, tmp_path):
+    mask = os.umask(0o022)
+    try:
+        result = keras_quant.export(calibrated_cnn, tmp_path / "m.tflite", "float32")
+    finally:
+        os.umask(mask)
+    assert os.stat(result.path).st_mode & 0o777 == 0o644
+
+
+def test_export_of_a_loaded_model_matches(calibrated_cnn, digits, tmp_path):
+    calibrated_cnn.save_modes = ()
+    calibrated_cnn.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    before = keras_quant.export(calibrated_cnn, tmp_path / "a.tflite")
+    after = keras_quant.export(loaded, tmp_path / "b.tflite")
+    assert after.ranges == before.ranges
+    x = digits["test"][0]
+    np.testing.assert_array_equal(
+        litert.run(after.path, x), litert.run(before.path, x)
+    )
+
+
+# Bad input: a clear error, and nothing written or overwritten.
+
+
+@pytest.fixture
+def good_file(tmp_path):
+    path = tmp_path / "good.tflite"
+    path.write_bytes(b"a good model")
+    return path
+
+
+def assert_untouched(path):
+    assert path.read_bytes() == b"a good model"
+    assert sorted(os.listdir(path.parent)) == [path.name]
+
+
+def test_unknown_mode(calibrated_cnn, good_file):
+    with pytest.raises(ValueError, match=r"'int8_only'.*Received: mode='int4'"):
+        keras_quant.export(calibrated_cnn, good_file, mode="int4")
+    assert_untouched(good_file)
+
+
+def test_io_dtype_outside_integer_only_mode(calibrated_cnn, good_file):
+    with pytest.raises(ValueError, match="io_dtype"):
+        keras_quant.export(calibrated_cnn, good_file, "int8", io_dtype="uint8")
+    with pytest.raises(ValueError, match="Received: io_dtype='int16'"):
+        keras_quant.export(calibrated_cnn, good_file, "int8_only", io_dtype="int16")
+    assert_untouched(good_file)
+
+
+def test_model_without_observers(trained_cnn, good_file):
+    with pytest.raises(NotCalibratedError, match=r"keras_quant.observe\(model\)"):
+        keras_quant.export(trained_cnn, good_file, "int8")
+    assert_untouched(good_file)
+
+
+def test_model_never_calibrated_names_the_points(trained_cnn, good_file):
+    observed = keras_quant.observe(trained_cnn)
+    with pytest.raises(NotCalibratedError) as error:
+        keras_quant.export(observed, good_file, "int16x8")
+    for point in ("image", "re_lu", "dense", "probabilities/pre_activation"):
+        assert point in str(error.value)
+    assert_untouched(good_file)
+
+
+def test_float_modes_need_no_calibration(trained_cnn, tmp_path):
+    result = keras_quant.export(trained_cnn, tmp_path / "m.tflite", "float16")
+    assert result.ranges == {}
+
+
+def test_nan_activations(trained_cnn, digits, good_file):
+    observed = keras_quant.observe(trained_cnn)
+    x = digits["val"][0].copy()
+    x[3, 2, 2, 0] = np.nan
+    observed.predict(x, verbose=0)
+    with pytest.raises(NonFiniteActivationError, match=r"image \(1\)"):
+        keras_quant.export(observed, good_file, "int8")
+    assert_untouched(good_file)
+
+
+@pytest.mark.parametrize("name", ["model.tfl", "model.keras", "model"])
+def test_wrong_suffix(calibrated_cnn, good_file, name):
+    with pytest.raises(ValueError, match=r"end in '.tflite'"):
+        keras_quant.export(calibrated_cnn, good_file.parent / name)
+    assert_untouched(good_file)
+
+
+def test_unwritable_folder(calibrated_cnn, good_file):
+    target = good_file / "m.tflite"  # a folder that is a file
+    with pytest.raises(UnwritablePathError, match="folder you can write to"):
+        keras_quant.export(calibrated_cnn, target)
+    assert_untouched(good_file)
+
+
+def test_read_only_folder(calibrated_cnn, tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / "m.tflite").write_bytes(b"a good model")
+    folder.chmod(0o555)
+    try:
+        writable = os.access(folder, os.W_OK)
+        if writable:  # root ignores permissions; use a folder root cannot write
+            folder = "/proc/keras-quant"
+        with pytest.raises(UnwritablePathError):
+            keras_quant.export(calibrated_cnn, f"{folder}/m.tflite")
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert (tmp_path / "locked" / "m.tflite").read_bytes() == b"a good model"
+
+
+@pytest.mark.parametrize("thing", [None, "model.keras", np.zeros(3)], ids=str)
+def test_not_a_keras_model(thing, good_file):
+    with pytest.raises(UnsupportedModelError, match="Expected a Keras 3 model"):
+        keras_quant.export(thing, good_file, "float32")
+    assert_untouched(good_file)
+
+
+def test_failed_conversion_keeps_the_existing_file(digits, good_file):
+    class Untracked(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.sin(x)  # no int8 kernel for SIN
+
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, Untracked()(inputs))
+    observed = keras_quant.observe(model)
+    observed.predict(digits["val"][0], verbose=0)
+    with pytest.raises(keras_quant.ExportError, match="SIN"):
+        keras_quant.export(observed, good_file, "int8_only")
+    assert_untouched(good_file)
