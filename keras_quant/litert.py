@@ -63,7 +63,7 @@ def run(model, inputs, batch_size=256, num_threads=None):
     """
     runner = interpreter(model, num_threads=num_threads)
     arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    input_details = _ordered(runner.get_input_details())
+    input_details = runner.get_input_details()
     count = len(arrays[0])
     chunks = []
     for start in range(0, count, batch_size):
@@ -84,28 +84,33 @@ def _invoke(runner, input_details, batch):
     runner.invoke()
     return [
         dequantize(runner.get_tensor(d["index"]), d)
-        for d in _ordered(runner.get_output_details())
+        for d in output_details(runner)
     ]
 
 
-def _ordered(details):
-    """Details sorted as the Keras model orders its inputs or outputs."""
-    return sorted(details, key=lambda d: _position(d["name"]))
+def output_details(runner):
+    """Output details in the Keras model's output order.
 
-
-def _position(name):
-    # Converted Keras models name outputs "StatefulPartitionedCall:<i>" and
-    # inputs "serving_default_<name>:0"; a trailing index orders outputs.
-    tail = name.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    The interpreter's own output order is not the model's; the serving
+    signature names them `output_0`, `output_1`, ... in model order.
+    (Inputs keep the model's order in both.)
+    """
+    details = runner.get_output_details()
+    signatures = runner.get_signature_list()
+    if not signatures:
+        return details
+    signature = runner.get_signature_runner(next(iter(signatures)))
+    named = signature.get_output_details()
+    order = sorted(named, key=lambda name: int(name.rsplit("_", 1)[-1]))
+    by_index = {d["index"]: d for d in details}
+    return [by_index[named[name]["index"]] for name in order]
 
 
 def latency(model, sample, runs=200, num_threads=1):
     """Median single-invocation time in seconds for one batch `sample`."""
     runner = interpreter(model, num_threads=num_threads)
     arrays = sample if isinstance(sample, (list, tuple)) else [sample]
-    details = _ordered(runner.get_input_details())
-    _invoke(runner, details, arrays)
+    _invoke(runner, runner.get_input_details(), arrays)
     timings = []
     for _ in range(runs):
         start = time.perf_counter()

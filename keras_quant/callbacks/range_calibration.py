@@ -4,6 +4,7 @@ import warnings
 
 import keras
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from keras_quant.observed_model import find_observers
 from keras_quant.observers import RECORD_ALWAYS
@@ -124,6 +125,19 @@ class RangeCalibration(keras.callbacks.Callback):
             for observer in self.observers:
                 if observer.calibrated and observer.fixed_range is None:
                     low, high = observer.range()
-                    tf.summary.scalar(f"ranges/{observer.point}/min", low)
-                    tf.summary.scalar(f"ranges/{observer.point}/max", high)
+                    _scalar(f"ranges/{observer.point}/min", low, epoch)
+                    _scalar(f"ranges/{observer.point}/max", high, epoch)
         self._writer.flush()
+
+
+def _scalar(tag, value, step):
+    """A TensorBoard scalar, without needing the tensorboard package here.
+
+    `tf.summary.scalar` lives in tensorboard, which tensorflow-cpu does not
+    install; the low-level write with the scalars plugin's metadata is what
+    it does.
+    """
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
+    tf.summary.write(tag, tf.constant(value, tf.float32), step, metadata=metadata)

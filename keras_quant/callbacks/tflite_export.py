@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_quant import exporter as export_lib
 from keras_quant import modes as modes_lib
+from keras_quant.modes import MODES
 
 SAVE_FREQS = ("train_end", "epoch")
 MONITOR_MODES = {
@@ -86,8 +87,13 @@ class TFLiteExport(keras.callbacks.Callback):
                 "`save_best_only=True` compares epochs, so it needs "
                 "save_freq='epoch'."
             )
-        for m in self.modes:
-            modes_lib.check_io_dtype(m, io_dtype if m.value == "int8_only" else None)
+        if io_dtype is not None:
+            modes_lib.check_io_dtype(
+                modes_lib.Mode.INT8_ONLY
+                if modes_lib.Mode.INT8_ONLY in self.modes
+                else self.modes[0],
+                io_dtype,
+            )
         self.validation_data = validation_data
         self.save_freq = save_freq
         self.monitor = monitor
@@ -127,7 +133,7 @@ class TFLiteExport(keras.callbacks.Callback):
                     self.model,
                     path,
                     mode,
-                    io_dtype=self.io_dtype if mode.value == "int8_only" else None,
+                    io_dtype=self.io_dtype if MODES[mode].integer_io else None,
                     validation_data=self.validation_data,
                 )
             )

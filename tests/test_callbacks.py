@@ -1,0 +1,175 @@
+import glob
+import os
+
+import keras
+import pytest
+import tensorflow as tf
+
+import keras_quant
+from keras_quant.callbacks import RangeCalibration
+from keras_quant.callbacks import TFLiteExport
+from keras_quant.observers import read
+from tests.conftest import small_cnn
+
+BATCH = 50
+
+
+def fit(observed, digits, callbacks, epochs=2, validation=True):
+    keras.utils.set_random_seed(2)
+    observed.fit(
+        *digits["train"],
+        validation_data=digits["val"] if validation else None,
+        epochs=epochs,
+        batch_size=BATCH,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    return observed
+
+
+@pytest.fixture
+def observed():
+    keras.utils.set_random_seed(0)
+    return keras_quant.observe(small_cnn())
+
+
+def steps(split, digits):
+    return -(-len(digits[split][0]) // BATCH)
+
+
+def ranges(model):
+    return [o.range() for o in model.observers]
+
+
+def test_validation_phase_ranges_describe_the_final_weights(observed, digits):
+    fit(observed, digits, [RangeCalibration()], epochs=3)
+    fresh = keras_quant.observe(small_cnn())
+    fresh.set_weights(observed.get_weights())
+    fresh.evaluate(*digits["val"], batch_size=BATCH, verbose=0)
+    assert ranges(observed) == ranges(fresh)
+    seen = {read(o.batches_seen_) for o in observed.observers if not o.fixed_range}
+    assert seen == {steps("val", digits)}  # reset at each validation run
+
+
+def test_ranges_freeze_when_training_ends(observed, digits):
+    fit(observed, digits, [RangeCalibration()], epochs=1)
+    before = ranges(observed)
+    observed.evaluate(digits["test"][0] * 3, digits["test"][1], verbose=0)
+    assert ranges(observed) == before
+
+
+def test_train_phase_follows_training_steps(observed, digits):
+    fit(observed, digits, [RangeCalibration("train", momentum=0.9)], epochs=2)
+    trainable = [o for o in observed.observers if not o.fixed_range]
+    assert {read(o.batches_seen_) for o in trainable} == {2 * steps("train", digits)}
+    assert {round(read(o.momentum), 6) for o in trainable} == {0.9}
+
+
+def test_both_phases_record_train_and_validation(observed, digits):
+    fit(observed, digits, [RangeCalibration("both")], epochs=1)
+    expected = steps("train", digits) + steps("val", digits)
+    assert read(observed.observers[0].batches_seen_) == expected
+
+
+def test_validation_phase_without_validation_data_warns(observed, digits):
+    with pytest.warns(UserWarning, match="saw no validation run"):
+        fit(observed, digits, [RangeCalibration()], epochs=1, validation=False)
+
+
+def test_model_without_observers_is_refused(digits):
+    model = small_cnn()
+    with pytest.raises(ValueError, match="keras_quant.observe"):
+        fit(model, digits, [RangeCalibration()], epochs=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"phase": "test"}, "Received: phase='test'"),
+        ({"momentum": 1.0}, "Received: momentum=1.0"),
+    ],
+)
+def test_bad_calibration_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RangeCalibration(**kwargs)
+
+
+def test_ranges_are_logged_to_tensorboard(observed, digits, tmp_path):
+    fit(observed, digits, [RangeCalibration(log_dir=str(tmp_path))], epochs=2)
+    tags = set()
+    for path in glob.glob(str(tmp_path / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    expected = {
+        f"ranges/{o.point}/{end}"
+        for o in observed.observers
+        if not o.fixed_range
+        for end in ("min", "max")
+    }
+    assert "ranges/image/min" in expected and tags == expected
+
+
+def test_export_at_train_end(observed, digits, tmp_path):
+    export = TFLiteExport(
+        tmp_path / "m_{mode}.tflite",
+        modes=("int8", "float16"),
+        validation_data=digits["test"],
+    )
+    fit(observed, digits, [RangeCalibration(), export], epochs=2)
+    assert sorted(os.listdir(tmp_path)) == ["m_float16.tflite", "m_int8.tflite"]
+    assert [r.mode.value for r in export.results] == ["int8", "float16"]
+    with keras_quant.evaluation.observers_paused(observed):
+        _, accuracy = observed.evaluate(*digits["test"], verbose=0)
+    assert export.results[0].float_metrics["accuracy"] == pytest.approx(accuracy)
+    assert set(export.results[1].quantized_metrics) == {"loss", "accuracy"}
+
+
+def test_export_every_epoch(observed, digits, tmp_path):
+    export = TFLiteExport(tmp_path / "e{epoch}.tflite", save_freq="epoch")
+    fit(observed, digits, [RangeCalibration(), export], epochs=2)
+    assert sorted(os.listdir(tmp_path)) == ["e1.tflite", "e2.tflite"]
+
+
+def test_export_best_only(observed, digits, tmp_path):
+    class Scripted(keras.callbacks.Callback):
+        scores = [0.5, 0.4, 0.7]
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["score"] = self.scores[epoch]
+
+    export = TFLiteExport(
+        tmp_path / "e{epoch}.tflite",
+        modes=("float32",),
+        save_freq="epoch",
+        save_best_only=True,
+        monitor="score",
+        mode="max",
+    )
+    fit(observed, digits, [RangeCalibration(), Scripted(), export], epochs=3)
+    assert sorted(os.listdir(tmp_path)) == ["e1.tflite", "e3.tflite"]
+    assert export.best == 0.7
+
+
+def test_export_best_only_needs_the_monitored_value(observed, digits, tmp_path):
+    export = TFLiteExport(
+        tmp_path / "m.tflite", save_freq="epoch", save_best_only=True
+    )
+    with pytest.raises(KeyError, match="val_loss"):
+        fit(observed, digits, [RangeCalibration(), export], epochs=1, validation=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"filepath": "m.tflite", "modes": ("int8", "dynamic")}, "{mode}"),
+        ({"filepath": "m.h5"}, "end in '.tflite'"),
+        ({"modes": ("int3",)}, "Received: mode='int3'"),
+        ({"save_freq": "batch"}, "Received: save_freq='batch'"),
+        ({"save_best_only": True}, "save_freq='epoch'"),
+        ({"mode": "up", "save_freq": "epoch"}, "Received: mode='up'"),
+        ({"modes": ("int8",), "io_dtype": "uint8"}, "io_dtype"),
+    ],
+)
+def test_bad_export_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TFLiteExport(**kwargs)

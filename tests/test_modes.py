@@ -1,0 +1,61 @@
+import keras
+import pytest
+import tensorflow as tf
+
+from keras_quant import modes
+from keras_quant.modes import MODES
+from keras_quant.modes import Mode
+
+
+def test_every_mode_has_a_row():
+    assert set(MODES) == set(Mode)
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
+def test_strings_name_modes(mode):
+    assert modes.parse_mode(mode.value) is mode
+    assert modes.parse_mode(mode) is mode
+
+
+@pytest.mark.parametrize("bad", ["INT8", "int4", "", None])
+def test_unknown_modes_list_the_valid_ones(bad):
+    with pytest.raises(ValueError, match="'float32', 'dynamic', 'int8'"):
+        modes.parse_mode(bad)
+
+
+def test_range_modes_are_the_integer_activation_ones():
+    assert {m for m, spec in MODES.items() if spec.needs_ranges} == {
+        Mode.INT8,
+        Mode.INT8_ONLY,
+        Mode.INT16X8,
+    }
+
+
+@pytest.mark.parametrize(
+    "mode, io_dtype, expected",
+    [
+        (Mode.INT8_ONLY, None, "int8"),
+        (Mode.INT8_ONLY, "uint8", "uint8"),
+        (Mode.INT8, None, None),
+    ],
+)
+def test_io_dtype_defaults(mode, io_dtype, expected):
+    assert modes.check_io_dtype(mode, io_dtype) == expected
+
+
+def converter():
+    inputs = keras.Input((2,))
+    return tf.lite.TFLiteConverter.from_keras_model(
+        keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    )
+
+
+def test_converter_settings_follow_the_table():
+    float16 = modes.configure_converter(converter(), Mode.FLOAT16)
+    assert float16.optimizations == [tf.lite.Optimize.DEFAULT]
+    assert float16.target_spec.supported_types == [tf.float16]
+    integer = modes.configure_converter(converter(), Mode.INT8_ONLY, "uint8")
+    assert integer.inference_input_type == tf.uint8
+    assert integer.inference_output_type == tf.uint8
+    plain = modes.configure_converter(converter(), Mode.FLOAT32)
+    assert not plain.optimizations

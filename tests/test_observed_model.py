@@ -1,0 +1,172 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_quant
+from keras_quant.layers import Split
+from keras_quant.observers import read
+from tests.conftest import small_cnn
+
+
+def test_observed_model_computes_the_same_outputs(trained_cnn, digits):
+    observed = keras_quant.observe(trained_cnn)
+    x = digits["test"][0]
+    np.testing.assert_array_equal(
+        observed.predict(x, verbose=0), trained_cnn.predict(x, verbose=0)
+    )
+
+
+def test_training_the_observed_model_trains_the_original(digits):
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    observed = keras_quant.observe(model)
+    before = [w.copy() for w in model.get_weights()]
+    observed.fit(*digits["train"], epochs=1, verbose=0)
+    after = model.get_weights()
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    x = digits["test"][0][:32]
+    np.testing.assert_allclose(observed(x), model(x), atol=1e-6)
+
+
+def test_observe_compiles_like_the_original(trained_cnn):
+    observed = keras_quant.observe(trained_cnn)
+    assert observed.compiled
+    assert observed.get_compile_config()["loss"] == (
+        trained_cnn.get_compile_config()["loss"]
+    )
+
+
+def test_one_observer_per_point(trained_cnn):
+    observed = keras_quant.observe(trained_cnn)
+    points = [p.name for p in keras_quant.find_points(trained_cnn)]
+    assert [o.point for o in observed.observers] == points
+    splits = [layer for layer in observed.layers if isinstance(layer, Split)]
+    assert [s.layer.name for s in splits] == ["probabilities"]
+
+
+def test_observing_twice_is_refused(calibrated_cnn):
+    with pytest.raises(ValueError, match="already has observers"):
+        keras_quant.observe(calibrated_cnn)
+
+
+def test_evaluate_calibrates_without_callbacks(trained_cnn, digits):
+    observed = keras_quant.observe(trained_cnn)
+    observed.fit(*digits["train"], epochs=1, verbose=0)  # default: no record
+    assert not any(o.calibrated for o in observed.observers if not o.fixed_range)
+    observed.evaluate(*digits["val"], verbose=0)
+    assert all(o.calibrated for o in observed.observers)
+    assert observed.observers[0].range() == (0.0, 1.0)
+
+
+def test_reset_ranges(calibrated_cnn):
+    keras_quant.reset_ranges(calibrated_cnn)
+    assert [o.point for o in calibrated_cnn.observers if o.calibrated] == [
+        "probabilities"  # the softmax output's range is fixed by the spec
+    ]
+
+
+def test_saved_model_loads_with_ranges_and_no_custom_objects(
+    calibrated_cnn, digits, tmp_path
+):
+    calibrated_cnn.save_modes = ()
+    calibrated_cnn.save(tmp_path / "m.keras")
+    script = (
+        "import keras, keras_quant, json, sys;"
+        "m = keras.models.load_model(sys.argv[1]);"
+        "print(json.dumps([[o.point, o.range()] for o in m.observers]))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "m.keras")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    loaded = json.loads(found.stdout.strip().splitlines()[-1])
+    expected = [[o.point, list(o.range())] for o in calibrated_cnn.observers]
+    assert loaded == expected
+
+
+def test_original_model_stays_free_of_keras_quant(trained_cnn, tmp_path):
+    keras_quant.observe(trained_cnn)
+    trained_cnn.save(tmp_path / "plain.keras")
+    script = (
+        "import keras, sys;"
+        "m = keras.models.load_model(sys.argv[1]);"
+        "print(sorted({type(l).__module__.split('.')[0] for l in m.layers}))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "plain.keras")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert found.stdout.strip().splitlines()[-1] == "['keras']"
+
+
+def test_save_writes_tflite_and_report_beside(calibrated_cnn, tmp_path):
+    calibrated_cnn.save_modes = ("int8", "float16")
+    calibrated_cnn.save(tmp_path / "m.keras")
+    assert sorted(os.listdir(tmp_path)) == [
+        "m.keras",
+        "m.quant.json",
+        "m_float16.tflite",
+        "m_int8.tflite",
+    ]
+    report = json.loads((tmp_path / "m.quant.json").read_text())
+    assert [e["mode"] for e in report["exports"]] == ["int8", "float16"]
+    sizes = {e["mode"]: e["size_bytes"] for e in report["exports"]}
+    assert sizes["int8"] == os.path.getsize(tmp_path / "m_int8.tflite")
+    assert report["skipped"] == {}
+
+
+def test_save_before_calibration_skips_range_modes(trained_cnn, tmp_path):
+    observed = keras_quant.observe(trained_cnn, save_modes=("int8", "dynamic"))
+    with pytest.warns(UserWarning, match="skipped 'int8'"):
+        observed.save(tmp_path / "m.keras")
+    assert sorted(os.listdir(tmp_path)) == [
+        "m.keras",
+        "m.quant.json",
+        "m_dynamic.tflite",
+    ]
+    report = json.loads((tmp_path / "m.quant.json").read_text())
+    assert "image" in report["skipped"]["int8"]
+
+
+def test_save_modes_survive_save_and_load(trained_cnn, tmp_path):
+    observed = keras_quant.observe(trained_cnn, save_modes=("float16",))
+    observed.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.save_modes == ("float16",)
+
+
+def test_unknown_save_mode_is_rejected(trained_cnn):
+    with pytest.raises(ValueError, match="Received: mode='int4'"):
+        keras_quant.observe(trained_cnn, save_modes=("int4",))
+
+
+def test_model_checkpoint_exports_each_save(digits, tmp_path):
+    keras.utils.set_random_seed(0)
+    observed = keras_quant.observe(small_cnn(), save_modes=("int8_only",))
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "e{epoch}.keras")
+    observed.fit(
+        *digits["train"],
+        validation_data=digits["val"],
+        epochs=2,
+        verbose=0,
+        callbacks=[keras_quant.callbacks.RangeCalibration(), checkpoint],
+    )
+    for epoch in (1, 2):
+        assert (tmp_path / f"e{epoch}_int8_only.tflite").exists()
+    assert read(observed.observers[0].batches_seen_) > 0
+
+
+def test_mixed_architectures_observe(calibrated_models):
+    for observed in calibrated_models.values():
+        assert all(o.calibrated for o in observed.observers)
