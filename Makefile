@@ -22,6 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+lint: $(STAMP)
+	$(PY) -m ruff check keras_quant tests examples benchmarks conftest.py
+	$(PY) -m ruff format --check keras_quant tests examples benchmarks conftest.py
+
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 

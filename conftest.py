@@ -14,7 +14,10 @@ import tensorflow as tf  # noqa: E402
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu,
-    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+    [
+        tf.config.LogicalDeviceConfiguration(),
+        tf.config.LogicalDeviceConfiguration(),
+    ],
 )
 
 import keras  # noqa: E402

@@ -44,7 +44,8 @@ def calibrated_float_model(model, converter_factory):
 
 def _zeros_batch(model):
     return [
-        np.zeros([1, *tensor.shape[1:]], tensor.dtype) for tensor in model.inputs
+        np.zeros([1, *tensor.shape[1:]], tensor.dtype)
+        for tensor in model.inputs
     ]
 
 
@@ -103,7 +104,10 @@ def inject_ranges(calibrated, int8_model):
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
     subgraph = model.subgraphs[0]
     float_ops = subgraph.operators
-    names = [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in float_ops]
+    names = [
+        flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+        for op in float_ops
+    ]
     input_ranges, reference = int8_ranges(int8_model)
     twins = _align(names, [name for name, _ in reference])
     missing = [name for i, name in enumerate(names) if i not in twins]
@@ -126,7 +130,9 @@ def inject_ranges(calibrated, int8_model):
 
 def _align(names, reference_names):
     """`{position in names: position in reference_names}` of matching ops."""
-    matcher = difflib.SequenceMatcher(None, names, reference_names, autojunk=False)
+    matcher = difflib.SequenceMatcher(
+        None, names, reference_names, autojunk=False
+    )
     twins = {}
     for block in matcher.get_matching_blocks():
         for offset in range(block.size):

@@ -21,7 +21,6 @@ from keras import ops
 from keras_quant.placement import SEPARABLE
 
 
-
 def plan(layer, parts):
     """The steps of `layer` for the internal tensors `parts`.
 
@@ -149,5 +148,3 @@ class LayerStep(keras.layers.Layer):
 
     def call(self, inputs):
         return STEPS[self.step](self.layer, inputs)
-
-

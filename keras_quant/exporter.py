@@ -125,9 +125,9 @@ def export(
 
     Example:
 
-    >>> import keras, numpy as np
     >>> inputs = keras.Input((3,))
-    >>> model = keras_quant.observe(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+    >>> dense = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> model = keras_quant.observe(dense)
     >>> _ = model.predict(np.random.rand(32, 3).astype("float32"), verbose=0)
     >>> result = export(model, tmp_dir + "/m.tflite", mode="int8_only")
     >>> result.mode, result.io_dtype
@@ -260,10 +260,14 @@ def _fake_quant_graph(model):
             return FakeQuant(*op.layer.range())(args[0])
         if isinstance(op.layer, Split):
             value = args[0]
-            for step, part in decomposition.plan(op.layer.layer, op.layer.parts):
+            for step, part in decomposition.plan(
+                op.layer.layer, op.layer.parts
+            ):
                 value = decomposition.LayerStep(op.layer.layer, step)(value)
                 if part is not None:
-                    value = FakeQuant(*op.layer.observer_for(part).range())(value)
+                    value = FakeQuant(*op.layer.observer_for(part).range())(
+                        value
+                    )
             return value
         return op.layer(*args, **kwargs)
 
@@ -351,7 +355,9 @@ def write_atomically(filepath, data):
     (0666 less the umask), not the private ones of a temporary file.
     """
     folder = os.path.dirname(os.path.abspath(filepath))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".kq-", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(
+        dir=folder, prefix=".kq-", suffix=".tmp"
+    )
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

@@ -224,5 +224,3 @@ class _Builder:
         count = self._calls.get(path, 0)
         self._calls[path] = count + 1
         return path if count == 0 else f"{path}@{count}"
-
-

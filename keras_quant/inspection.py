@@ -84,7 +84,9 @@ class ModelSummary:
                 bias_tensor = None
                 if bias < len(op.inputs) and op.inputs[bias] >= 0:
                     bias_tensor = self.tensors[op.inputs[bias]]
-                found.append((op.name, self.tensors[op.inputs[weight]], bias_tensor))
+                found.append(
+                    (op.name, self.tensors[op.inputs[weight]], bias_tensor)
+                )
         return found
 
     def activations(self):

@@ -124,7 +124,9 @@ class Split(keras.layers.Wrapper):
             config["layer"], custom_objects=custom_objects
         )
         config["observers"] = [
-            keras.saving.deserialize_keras_object(o, custom_objects=custom_objects)
+            keras.saving.deserialize_keras_object(
+                o, custom_objects=custom_objects
+            )
             for o in config["observers"]
         ]
         return cls(**config)

@@ -67,7 +67,9 @@ class ModeSpec:
 
 
 MODES = {
-    Mode.FLOAT32: ModeSpec("float32 reference, no quantization", optimize=False),
+    Mode.FLOAT32: ModeSpec(
+        "float32 reference, no quantization", optimize=False
+    ),
     Mode.DYNAMIC: ModeSpec("dynamic range: int8 weights, float activations"),
     Mode.INT8: ModeSpec(
         "full integer with float fallback and float input/output",

@@ -25,6 +25,7 @@ from keras_quant.observers import Observer
 from keras_quant.observers import check_estimator
 from keras_quant.observers import read
 
+
 @keras.saving.register_keras_serializable(package="keras_quant")
 class ObservedModel(keras.Model):
     """A Functional model carrying observers; see `observe`.
@@ -71,7 +72,9 @@ class ObservedModel(keras.Model):
         return model
 
 
-def observe(model, estimator="minmax", *, save_modes=("int8",), **observer_kwargs):
+def observe(
+    model, estimator="minmax", *, save_modes=("int8",), **observer_kwargs
+):
     """Returns `model` with an observer at every tensor TFLite quantizes.
 
     The observed model shares layers and weights with `model`. If `model` is
@@ -151,11 +154,16 @@ class _ObserverInserter:
         if not parts:
             return op.layer(*args, **kwargs)
         observers = [
-            self._observer(self._points[placement.internal_key(op.outputs[0], p)])
+            self._observer(
+                self._points[placement.internal_key(op.outputs[0], p)]
+            )
             for p in parts
         ]
         split = Split(
-            op.layer, parts, observers, name=self._unique(f"{op.layer.name}_split")
+            op.layer,
+            parts,
+            observers,
+            name=self._unique(f"{op.layer.name}_split"),
         )
         return split(*args, **kwargs)
 

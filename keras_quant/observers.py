@@ -181,7 +181,9 @@ class Observer(keras.layers.Layer):
             self._record_across_replicas(compute, recording)
         else:
             ops.cond(
-                recording, lambda: self._record_local(compute()), lambda: _zero()
+                recording,
+                lambda: self._record_local(compute()),
+                lambda: _zero(),
             )
 
     def _record_local(self, inputs):
@@ -206,9 +208,13 @@ class Observer(keras.layers.Layer):
             ops.convert_to_tensor(0, "int64"),
         )
         local = ops.cond(
-            recording, lambda: _batch_stats(_flat_float(compute())), lambda: empty
+            recording,
+            lambda: _batch_stats(_flat_float(compute())),
+            lambda: empty,
         )
-        batch_min, batch_max, nonfinite = distribution.reduce_batch_stats(*local)
+        batch_min, batch_max, nonfinite = distribution.reduce_batch_stats(
+            *local
+        )
         histogram = None
         if self.histogram_ is not None:
             low, high = self._histogram_edges(batch_min, batch_max)
@@ -252,9 +258,12 @@ class Observer(keras.layers.Layer):
         if histogram is not None:
             state.extend(self._next_histogram(histogram, batch_min, batch_max))
         return [
-            (variable, value if variable is self.nonfinite_count_ else (
-                ops.where(has_values, value, variable)
-            ))
+            (
+                variable,
+                value
+                if variable is self.nonfinite_count_
+                else (ops.where(has_values, value, variable)),
+            )
             for variable, value in state
         ]
 
@@ -291,7 +300,9 @@ class Observer(keras.layers.Layer):
             self.histogram_ * ops.cast(self.momentum, "float64"),
         )
         rebinned = ops.segment_sum(
-            kept, self._bin_index(centers, low, high), num_segments=self.num_bins
+            kept,
+            self._bin_index(centers, low, high),
+            num_segments=self.num_bins,
         )
         counts = ops.where(first, ops.zeros_like(rebinned), rebinned)
         return [

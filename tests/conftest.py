@@ -27,7 +27,9 @@ def digits():
 def compile_classifier(model, from_logits=False):
     model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=from_logits
+        ),
         metrics=["accuracy"],
     )
     return model

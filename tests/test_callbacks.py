@@ -47,7 +47,9 @@ def test_validation_phase_ranges_describe_the_final_weights(observed, digits):
     fresh.set_weights(observed.get_weights())
     fresh.evaluate(*digits["val"], batch_size=BATCH, verbose=0)
     assert ranges(observed) == ranges(fresh)
-    seen = {read(o.batches_seen_) for o in observed.observers if not o.fixed_range}
+    seen = {
+        read(o.batches_seen_) for o in observed.observers if not o.fixed_range
+    }
     assert seen == {steps("val", digits)}  # reset at each validation run
 
 
@@ -61,7 +63,9 @@ def test_ranges_freeze_when_training_ends(observed, digits):
 def test_train_phase_follows_training_steps(observed, digits):
     fit(observed, digits, [RangeCalibration("train", momentum=0.9)], epochs=2)
     trainable = [o for o in observed.observers if not o.fixed_range]
-    assert {read(o.batches_seen_) for o in trainable} == {2 * steps("train", digits)}
+    assert {read(o.batches_seen_) for o in trainable} == {
+        2 * steps("train", digits)
+    }
     assert {round(read(o.momentum), 6) for o in trainable} == {0.9}
 
 
@@ -120,7 +124,9 @@ def test_export_at_train_end(observed, digits, tmp_path):
     assert [r.mode.value for r in export.results] == ["int8", "float16"]
     with keras_quant.evaluation.observers_paused(observed):
         _, accuracy = observed.evaluate(*digits["test"], verbose=0)
-    assert export.results[0].float_metrics["accuracy"] == pytest.approx(accuracy)
+    assert export.results[0].float_metrics["accuracy"] == pytest.approx(
+        accuracy
+    )
     assert set(export.results[1].quantized_metrics) == {"loss", "accuracy"}
 
 
@@ -155,7 +161,13 @@ def test_export_best_only_needs_the_monitored_value(observed, digits, tmp_path):
         tmp_path / "m.tflite", save_freq="epoch", save_best_only=True
     )
     with pytest.raises(KeyError, match="val_loss"):
-        fit(observed, digits, [RangeCalibration(), export], epochs=1, validation=False)
+        fit(
+            observed,
+            digits,
+            [RangeCalibration(), export],
+            epochs=1,
+            validation=False,
+        )
 
 
 @pytest.mark.parametrize(

@@ -71,13 +71,22 @@ def test_training_ranges_match_one_device(mirrored, digits):
     x, y = digits["train"][0][:512], digits["train"][1][:512]
 
     def run(observed):
-        calibration = keras_quant.callbacks.RangeCalibration(phase="train", momentum=0.8)
+        calibration = keras_quant.callbacks.RangeCalibration(
+            phase="train", momentum=0.8
+        )
         observed.fit(
-            x, y, batch_size=64, epochs=2, shuffle=False, verbose=0,
+            x,
+            y,
+            batch_size=64,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
             callbacks=[calibration],
         )
 
-    single = collect(tf.distribute.get_strategy(), "minmax", run, batch_norm=False)
+    single = collect(
+        tf.distribute.get_strategy(), "minmax", run, batch_norm=False
+    )
     distributed = collect(mirrored, "minmax", run, batch_norm=False)
     assert [s[1] for s in single] == [16] * len(single)
     np.testing.assert_equal(distributed, single)

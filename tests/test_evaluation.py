@@ -14,7 +14,9 @@ def test_metrics_from_predictions_match_evaluate(trained_cnn, digits):
     found = evaluation.metrics_from_predictions(
         trained_cnn, y, trained_cnn.predict(x, verbose=0)
     )
-    assert found == pytest.approx({"loss": loss, "accuracy": accuracy}, rel=1e-5)
+    assert found == pytest.approx(
+        {"loss": loss, "accuracy": accuracy}, rel=1e-5
+    )
 
 
 def test_uncompiled_model_has_no_metrics():
@@ -33,13 +35,17 @@ def test_dataset_and_arrays_compare_the_same(calibrated_cnn, digits):
     assert from_arrays.samples == len(x)
     float_out = calibrated_cnn.predict(x, verbose=0)
     quant_out = litert.run(tflite, x)
-    assert from_arrays.max_abs_output_diff == np.abs(float_out - quant_out).max()
+    assert (
+        from_arrays.max_abs_output_diff == np.abs(float_out - quant_out).max()
+    )
 
 
 def test_comparison_does_not_move_ranges(calibrated_cnn, digits):
     before = [o.range() for o in calibrated_cnn.observers]
     tflite = exporter.convert(calibrated_cnn, "float16")
-    evaluation.compare(calibrated_cnn, tflite, (digits["test"][0] * 5, digits["test"][1]))
+    evaluation.compare(
+        calibrated_cnn, tflite, (digits["test"][0] * 5, digits["test"][1])
+    )
     assert [o.range() for o in calibrated_cnn.observers] == before
 
 

@@ -12,7 +12,12 @@ def test_digits_demo(tmp_path, capsys):
     demo["main"](["--out", str(tmp_path), "--epochs", "12"])
     report = json.loads((tmp_path / "report.json").read_text())
     assert [row["mode"] for row in report["exports"]] == [
-        "float32", "dynamic", "int8", "int8_only", "float16", "int16x8"
+        "float32",
+        "dynamic",
+        "int8",
+        "int8_only",
+        "float16",
+        "int16x8",
     ]
     assert (tmp_path / "digits_int8.tflite").exists()
     assert len(os.listdir(tmp_path / "modes")) == 6

@@ -13,7 +13,6 @@ from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.errors import UnsupportedModelError
 from keras_quant.errors import UnwritablePathError
-from tests.conftest import small_cnn
 
 ARCHITECTURES = ["small_cnn", "residual_cnn", "nested_cnn"]
 
@@ -72,7 +71,9 @@ def test_int8_has_int8_activations_and_float_io(converted, architecture):
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_int16x8_has_int16_activations_and_int8_weights(converted, architecture):
+def test_int16x8_has_int16_activations_and_int8_weights(
+    converted, architecture
+):
     summary, _ = converted(architecture, "int16x8")
     assert io_dtypes(summary) == ({"float32"}, {"float32"})
     assert {t.dtype for t in inner_activations(summary)} == {"int16"}
@@ -151,7 +152,9 @@ def test_int8_accuracy_is_close_to_float_and_to_the_converter(
     float_accuracy = result.float_metrics["accuracy"]
     ours = accuracy(litert.run(result.path, x_test), y_test)
     theirs = accuracy(
-        litert.run(converter_int8(trained_cnn, digits["train"][0][:100]), x_test),
+        litert.run(
+            converter_int8(trained_cnn, digits["train"][0][:100]), x_test
+        ),
         y_test,
     )
     assert float_accuracy > 0.9
@@ -162,7 +165,9 @@ def test_int8_accuracy_is_close_to_float_and_to_the_converter(
 
 def test_int8_outputs_track_the_float_model(calibrated_cnn, digits, tmp_path):
     x_test = digits["test"][0]
-    result = keras_quant.export(calibrated_cnn, tmp_path / "m.tflite", "int8_only")
+    result = keras_quant.export(
+        calibrated_cnn, tmp_path / "m.tflite", "int8_only"
+    )
     quantized = litert.run(result.path, x_test)
     reference = calibrated_cnn.predict(x_test, verbose=0)
     agreement = np.mean(quantized.argmax(-1) == reference.argmax(-1))
@@ -190,7 +195,9 @@ def test_result_reports_sizes_and_metrics(calibrated_cnn, digits, tmp_path):
 def test_written_file_has_ordinary_permissions(calibrated_cnn, tmp_path):
     mask = os.umask(0o022)
     try:
-        result = keras_quant.export(calibrated_cnn, tmp_path / "m.tflite", "float32")
+        result = keras_quant.export(
+            calibrated_cnn, tmp_path / "m.tflite", "float32"
+        )
     finally:
         os.umask(mask)
     assert os.stat(result.path).st_mode & 0o777 == 0o644
@@ -234,12 +241,16 @@ def test_io_dtype_outside_integer_only_mode(calibrated_cnn, good_file):
     with pytest.raises(ValueError, match="io_dtype"):
         keras_quant.export(calibrated_cnn, good_file, "int8", io_dtype="uint8")
     with pytest.raises(ValueError, match="Received: io_dtype='int16'"):
-        keras_quant.export(calibrated_cnn, good_file, "int8_only", io_dtype="int16")
+        keras_quant.export(
+            calibrated_cnn, good_file, "int8_only", io_dtype="int16"
+        )
     assert_untouched(good_file)
 
 
 def test_model_without_observers(trained_cnn, good_file):
-    with pytest.raises(NotCalibratedError, match=r"keras_quant.observe\(model\)"):
+    with pytest.raises(
+        NotCalibratedError, match=r"keras_quant.observe\(model\)"
+    ):
         keras_quant.export(trained_cnn, good_file, "int8")
     assert_untouched(good_file)
 

@@ -17,7 +17,10 @@ def two_in_two_out():
     hidden = layers.Concatenate()(
         [layers.Dense(4)(first), layers.Dense(4)(second)]
     )
-    outputs = [layers.Dense(2, name="z")(hidden), layers.Dense(7, name="a")(hidden)]
+    outputs = [
+        layers.Dense(2, name="z")(hidden),
+        layers.Dense(7, name="a")(hidden),
+    ]
     model = keras.Model([first, second], outputs)
     observed = keras_quant.observe(model)
     rng = np.random.default_rng(0)

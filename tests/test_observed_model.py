@@ -36,8 +36,9 @@ def test_training_the_observed_model_trains_the_original(digits):
 def test_observe_compiles_like_the_original(trained_cnn):
     observed = keras_quant.observe(trained_cnn)
     assert observed.compiled
-    assert observed.get_compile_config()["loss"] == (
-        trained_cnn.get_compile_config()["loss"]
+    assert (
+        observed.get_compile_config()["loss"]
+        == (trained_cnn.get_compile_config()["loss"])
     )
 
 
@@ -57,7 +58,9 @@ def test_observing_twice_is_refused(calibrated_cnn):
 def test_evaluate_calibrates_without_callbacks(trained_cnn, digits):
     observed = keras_quant.observe(trained_cnn)
     observed.fit(*digits["train"], epochs=1, verbose=0)  # default: no record
-    assert not any(o.calibrated for o in observed.observers if not o.fixed_range)
+    assert not any(
+        o.calibrated for o in observed.observers if not o.fixed_range
+    )
     observed.evaluate(*digits["val"], verbose=0)
     assert all(o.calibrated for o in observed.observers)
     assert observed.observers[0].range() == (0.0, 1.0)

@@ -69,7 +69,10 @@ def test_percentile_single_batch_matches_numpy_within_a_bin():
 
 
 def test_percentile_over_growing_batches_stays_close_to_numpy():
-    batches = [RNG.standard_t(2, size=(32, 64)).astype("float32") * s for s in (1, 2, 4)]
+    batches = [
+        RNG.standard_t(2, size=(32, 64)).astype("float32") * s
+        for s in (1, 2, 4)
+    ]
     observer = feed(Observer("percentile", percentile=99.0), batches)
     everything = np.concatenate(batches)
     low, high = observer.range()
@@ -83,7 +86,9 @@ def test_percentile_over_growing_batches_stays_close_to_numpy():
 
 
 def test_nonfinite_values_are_skipped_and_counted():
-    batch = np.array([[1.0, np.nan, -2.0, np.inf], [-np.inf, 0.5, 3.0, np.nan]], "float32")
+    batch = np.array(
+        [[1.0, np.nan, -2.0, np.inf], [-np.inf, 0.5, 3.0, np.nan]], "float32"
+    )
     observer = feed(Observer("percentile"), [batch])
     assert read(observer.nonfinite_count_) == 4
     assert read(observer.min_) == -2.0 and read(observer.max_) == 3.0
@@ -152,12 +157,16 @@ def test_histogram_range_is_monotone_and_inside(counts, percentile):
     counts = np.asarray(counts)
     low, high = observers.histogram_range(counts, -1.0, 3.0, percentile)
     assert -1.0 <= low <= high <= 3.0
-    wider = observers.histogram_range(counts, -1.0, 3.0, min(100.0, percentile + 0.4))
+    wider = observers.histogram_range(
+        counts, -1.0, 3.0, min(100.0, percentile + 0.4)
+    )
     assert wider[0] <= low + 1e-9 and wider[1] >= high - 1e-9
 
 
 def test_observer_round_trips_through_config_and_weights():
-    observer = feed(Observer("percentile", point="p", percentile=99.5), batches_of(1.0))
+    observer = feed(
+        Observer("percentile", point="p", percentile=99.5), batches_of(1.0)
+    )
     clone = Observer.from_config(observer.get_config())
     clone.set_weights(observer.get_weights())
     assert clone.point == "p" and clone.percentile == 99.5

@@ -64,7 +64,9 @@ def test_same_scale_layers_inherit_their_input_range():
     ],
 )
 def test_unfusable_activation_splits_the_layer(activation, fixed):
-    model = model_of(layers.Dense(3, activation=activation, name="d"), shape=(4,))
+    model = model_of(
+        layers.Dense(3, activation=activation, name="d"), shape=(4,)
+    )
     points = placement.find_points(model)
     assert [p.name for p in points] == ["x", "d/pre_activation", "d"]
     assert points[1].part == "pre_activation"

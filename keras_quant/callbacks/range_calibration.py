@@ -138,6 +138,10 @@ def _scalar(tag, value, step):
     it does.
     """
     metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="scalars"
+        )
     )
-    tf.summary.write(tag, tf.constant(value, tf.float32), step, metadata=metadata)
+    tf.summary.write(
+        tag, tf.constant(value, tf.float32), step, metadata=metadata
+    )
