@@ -208,7 +208,10 @@ def find_observers(model):
 
 @contextlib.contextmanager
 def observers_paused(model):
-    """Stops every observer of `model` from recording inside the block."""
+    """Stops every observer of `model` from recording inside the block.
+
+    Only the run-time mask changes, so no step function is retraced.
+    """
     observers = find_observers(model)
     masks = [read(observer.record_mask) for observer in observers]
     for observer in observers:
@@ -224,4 +227,27 @@ def reset_ranges(model):
     """Forgets the collected ranges; inference calls record again."""
     for observer in find_observers(model):
         observer.reset()
-        observer.record_mask.assign(RECORD_INFERENCE)
+    set_recording(model, RECORD_INFERENCE)
+
+
+def set_recording(model, mask):
+    """Sets when the observers of `model` record (a `RECORD_*` bit set).
+
+    Step functions traced for another mask are rebuilt, so that steps which
+    never record carry no observer op at all (that is what keeps the cost
+    of observers out of training steps).
+    """
+    observers = find_observers(model)
+    changed = any(o.traced_mask != mask for o in observers)
+    for observer in observers:
+        observer.set_record_mask(mask)
+    if changed:
+        _rebuild_step_functions(model)
+
+
+def _rebuild_step_functions(model):
+    # Rebuilt in place: `fit`, `evaluate` and `predict` keep calling the
+    # attribute after their callbacks' `on_*_begin` ran.
+    for kind in ("train", "test", "predict"):
+        if getattr(model, f"{kind}_function", None) is not None:
+            getattr(model, f"make_{kind}_function")(force=True)

@@ -8,8 +8,11 @@ variables, so it is saved in the `.keras` file and restored on load.
 
 When it records is data too: `record_mask` is a bit set of
 `RECORD_INFERENCE` (evaluate, predict, validation) and `RECORD_TRAINING`
-(training steps). Callbacks change it between steps; the compiled step
-functions read it, so no retracing is needed.
+(training steps), read by the compiled step functions at run time. A
+Python copy, `traced_mask`, decides which traced functions contain
+recording ops at all: a training step of a model whose observers record on
+validation only carries no observer op. `set_record_mask` changes both;
+`observed_model.set_recording` also rebuilds the model's step functions.
 
 Under a `tf.distribute` strategy, each replica's batch statistics are
 gathered across replicas (and workers) before the update, so every replica
@@ -117,6 +120,7 @@ class Observer(keras.layers.Layer):
         self.num_bins = int(num_bins)
         self.supports_masking = True
         self._convert_input_args = False
+        self.traced_mask = RECORD_INFERENCE
         self._build_state()
 
     def _build_state(self):
@@ -171,9 +175,9 @@ class Observer(keras.layers.Layer):
         rest of the time. Across replicas the batch statistics are exchanged
         outside the conditional, as `tf.distribute` requires.
         """
-        if self.fixed_range is not None:
-            return
         bit = RECORD_TRAINING if training else RECORD_INFERENCE
+        if self.fixed_range is not None or not self.traced_mask & bit:
+            return
         recording = ops.not_equal(
             ops.bitwise_and(self.record_mask, bit), ops.convert_to_tensor(0)
         )
@@ -316,6 +320,11 @@ class Observer(keras.layers.Layer):
         index = ops.cast(ops.floor(scaled), "int32")
         return ops.clip(index, 0, self.num_bins - 1)
 
+    def set_record_mask(self, mask):
+        """Sets when this observer records, at run time and in new traces."""
+        self.record_mask.assign(mask)
+        self.traced_mask = int(mask)
+
     def reset(self):
         """Forgets everything recorded; keeps `record_mask` and `momentum`."""
         self.min_.assign(0.0)
@@ -430,7 +439,21 @@ def _flat_float(inputs):
 
 
 def _batch_stats(values):
-    """Min and max of the finite values, and the count of the others."""
+    """Min and max of the finite values, and the count of the others.
+
+    The common case costs three reductions: a finite sum means there is no
+    NaN or Inf, and only otherwise are the values masked.
+    """
+    batch_min = ops.min(values, initial=np.inf)
+    batch_max = ops.max(values, initial=-np.inf)
+    return ops.cond(
+        ops.isfinite(ops.sum(values)),
+        lambda: (batch_min, batch_max, ops.convert_to_tensor(0, "int64")),
+        lambda: _masked_stats(values),
+    )
+
+
+def _masked_stats(values):
     finite = ops.isfinite(values)
     batch_min = ops.min(ops.where(finite, values, np.inf), initial=np.inf)
     batch_max = ops.max(ops.where(finite, values, -np.inf), initial=-np.inf)

@@ -173,3 +173,15 @@ def test_model_checkpoint_exports_each_save(digits, tmp_path):
 def test_mixed_architectures_observe(calibrated_models):
     for observed in calibrated_models.values():
         assert all(o.calibrated for o in observed.observers)
+
+
+def test_set_recording_reaches_already_traced_steps(digits):
+    keras.utils.set_random_seed(0)
+    observed = keras_quant.observe(small_cnn())
+    observed.fit(*digits["train"], epochs=1, verbose=0)  # traced: no record
+    keras_quant.observed_model.set_recording(
+        observed, keras_quant.observers.RECORD_TRAINING
+    )
+    observed.fit(*digits["train"], epochs=1, batch_size=100, verbose=0)
+    assert read(observed.observers[0].batches_seen_) == 11
+    assert observed.observers[0].traced_mask == 2

@@ -105,7 +105,7 @@ def test_record_mask_selects_training_or_inference_calls():
     observer = Observer()
     feed(observer, batches_of(0.0), training=True)
     assert not observer.calibrated  # default: inference calls only
-    observer.record_mask.assign(observers.RECORD_TRAINING)
+    observer.set_record_mask(observers.RECORD_TRAINING)
     feed(observer, batches_of(0.0), training=True)
     feed(observer, batches_of(50.0), training=False)
     assert read(observer.batches_seen_) == 1

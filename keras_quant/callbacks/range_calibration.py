@@ -7,6 +7,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from keras_quant.observed_model import find_observers
+from keras_quant.observed_model import set_recording
 from keras_quant.observers import RECORD_ALWAYS
 from keras_quant.observers import RECORD_INFERENCE
 from keras_quant.observers import RECORD_OFF
@@ -85,9 +86,9 @@ class RangeCalibration(keras.callbacks.Callback):
         mask, moving = PHASES[self.phase]
         for observer in observers:
             observer.reset()
-            observer.record_mask.assign(mask)
             if moving:
                 observer.momentum.assign(self.momentum)
+        set_recording(self.model, mask)
         self._in_fit = True
         self.validation_runs = 0
 
@@ -95,11 +96,12 @@ class RangeCalibration(keras.callbacks.Callback):
         if self.phase == "validation":
             for observer in self.observers:
                 observer.reset()
-                observer.record_mask.assign(RECORD_INFERENCE)
+            set_recording(self.model, RECORD_INFERENCE)
 
     def on_test_end(self, logs=None):
         self.validation_runs += 1
         if self.phase == "validation" and self._in_fit:
+            # Run-time only: the validation step keeps its recording ops.
             for observer in self.observers:
                 observer.record_mask.assign(RECORD_OFF)
 
@@ -115,8 +117,7 @@ class RangeCalibration(keras.callbacks.Callback):
                 "so no ranges were collected. Pass `validation_data` to "
                 "`fit`, or use phase='train'."
             )
-        for observer in self.observers:
-            observer.record_mask.assign(RECORD_OFF)
+        set_recording(self.model, RECORD_OFF)
 
     def _log_ranges(self, epoch):
         if self._writer is None:

@@ -1,0 +1,109 @@
+"""Runs the three keras-quant benchmarks and prints their figures.
+
+(a) `fit_overhead`: extra `fit` time of an observed model (goal <= 5%).
+(b) `export_time`: int8 export from collected ranges vs the converter's
+    calibration on 200 samples (goal: no slower).
+(c) `accuracy_vs_converter`: int8 test accuracy vs float and vs the
+    converter's calibration (goal: within 1 point of float, no worse than
+    the converter).
+
+Each prints its own report, with the command that reproduces it alone; a
+summary of the headline figures follows. `make bench` runs this script.
+Benchmarks print figures only; they assert nothing about them.
+"""
+
+import time
+
+import accuracy_vs_converter
+import common
+import export_time
+import fit_overhead
+
+BENCHMARKS = {
+    "fit_overhead": fit_overhead,
+    "export_time": export_time,
+    "accuracy_vs_converter": accuracy_vs_converter,
+}
+
+
+def parse_args(argv=None):
+    """Parses the options, which are passed on to the benchmarks."""
+    parser = common.make_parser(__doc__, repeats=5, seeds=3, seed=0)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(BENCHMARKS),
+        default=list(BENCHMARKS),
+        help="run only these benchmarks",
+    )
+    return parser.parse_args(argv)
+
+
+def benchmark_argv(name, args):
+    """The command line for one benchmark, from the shared options."""
+    argv = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+    if name == "accuracy_vs_converter":
+        return [*argv, "--seeds", str(args.seeds)]
+    return [*argv, "--repeats", str(args.repeats), "--seed", str(args.seed)]
+
+
+def print_summary(results, elapsed):
+    """Prints the headline figures of the benchmarks that ran."""
+    common.print_title(f"summary (the benchmarks took {elapsed:.0f} s)")
+    printers = {
+        "fit_overhead": _print_fit_overhead,
+        "export_time": _print_export_time,
+        "accuracy_vs_converter": _print_accuracy,
+    }
+    for name, found in results.items():
+        printers[name](found)
+
+
+def _print_fit_overhead(found):
+    print("(a) fit overhead vs plain model (goal <= +5%):")
+    for key, label in (("fit", "whole fit"), ("epoch", "epoch 2..N")):
+        figures = ", ".join(f"{k} {v:+.1f}%" for k, v in found[key].items())
+        print(f"    {label}: {figures or 'n/a'}")
+
+
+def _print_export_time(found):
+    print(
+        f"(b) export time keras-quant / converter: {found['ratio']:.2f}x "
+        "(goal <= 1.00x)"
+    )
+
+
+def _print_accuracy(found):
+    print(
+        "(c) int8 test accuracy, mean drop from float in points "
+        "(goal: keras-quant\n    <= 1.00 and <= each converter):"
+    )
+    for name, drop in found["mean_drop_points"].items():
+        difference = found["mean_output_diff"][name] * 1e3
+        print(
+            f"    {name}: {drop:+.2f}  (mean |int8 - float| output "
+            f"{difference:.3f} x 1e-3)"
+        )
+
+
+def main(argv=None):
+    """Runs the selected benchmarks in order, then the summary.
+
+    Args:
+        argv: command-line arguments; None for `sys.argv[1:]`.
+
+    Returns:
+        `{benchmark name: its headline results}`.
+    """
+    args = parse_args(argv)
+    start = time.perf_counter()
+    results = {}
+    for name, module in BENCHMARKS.items():
+        if name in args.only:
+            results[name] = module.main(benchmark_argv(name, args))
+    print_summary(results, time.perf_counter() - start)
+    return results
+
+
+if __name__ == "__main__":
+    main()
