@@ -13,7 +13,12 @@ own 16x8 path works, but it calibrates on a representative dataset. So:
 3. align the two op lists (they come from the same Keras graph) and copy
    each int8 tensor's range into the matching min/max fields;
 4. quantize with TFLite's calibration quantizer (int16 activations, int64
-   biases), which reads those fields as its statistics.
+   biases), which reads those fields as its statistics;
+5. check the result against a Keras simulation of it (symmetric 16-bit
+   fake-quant at every range) on inputs drawn from the input ranges: the
+   float graph may fold an op into a neighbour that the int8 graph keeps
+   apart (a hard_sigmoid's `+ 3` into the convolution's bias), and the
+   aligned twins then disagree about what their tensor holds.
 
 Steps 1 and 4 use the converter's private calibration API, pinned by the
 tested TensorFlow version (see docs/decisions.md).
@@ -27,6 +32,7 @@ from tensorflow.lite.python.optimize import calibrator
 from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_quant import inspection
+from keras_quant import litert
 from keras_quant.errors import ExportError
 
 # Ops the int8 fake-quant model adds around float inputs/outputs.
@@ -117,15 +123,44 @@ def inject_ranges(calibrated, int8_model):
             f"graph's: {missing}. Export mode='int8' instead, and report "
             "this model to keras-quant."
         )
+    ranged = set()
     for index, found in zip(subgraph.inputs, input_ranges):
         if found is not None:
+            ranged.add(index)
             _set_range(subgraph.tensors[index], found)
     for position, op in enumerate(float_ops):
         _, output_ranges = reference[twins[position]]
         for index, found in zip(op.outputs, output_ranges):
             if found is not None:
+                ranged.add(index)
                 _set_range(subgraph.tensors[index], found)
+    _check_all_ranged(subgraph, float_ops, names, ranged)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _check_all_ranged(subgraph, float_ops, names, ranged):
+    """Refuses a model whose calibrated tensors did not all get a range.
+
+    Such a tensor would keep the statistics of the dummy batch, a zero
+    scale on which LiteRT aborts the process.
+    """
+    unranged = [
+        name
+        for name, op in zip(names, float_ops)
+        for index in op.outputs
+        if index not in ranged and _has_statistics(subgraph.tensors[index])
+    ]
+    if unranged:
+        raise ExportError(
+            "int16x8 needs a range for every activation, and keras-quant "
+            f"observes none for the outputs of these ops: {unranged}. They "
+            "stay float in mode='int8'; export that mode instead."
+        )
+
+
+def _has_statistics(tensor):
+    quantization = tensor.quantization
+    return quantization is not None and quantization.min is not None
 
 
 def _align(names, reference_names):
@@ -162,3 +197,44 @@ def quantize_16x8(calibrated):
             False,
         )
     )
+
+
+# Largest disagreement allowed between the 16x8 model and its Keras
+# simulation, as a share of the output range. They clip at the same ranges
+# and differ by int8 weight rounding (about 1 %); a misplaced range shows up
+# as tens of percent.
+AGREEMENT = 0.1
+
+
+def check_against_simulation(model_16x8, simulation, input_ranges, samples=32):
+    """Raises `ExportError` if the 16x8 model strays from its simulation.
+
+    Args:
+        model_16x8: the 16x8 model bytes.
+        simulation: a Keras model computing the same graph with each range
+            applied as symmetric 16-bit fake-quant.
+        input_ranges: `(min, max)` of each model input.
+        samples: random inputs to compare on.
+    """
+    rng = np.random.default_rng(0)
+    inputs = [
+        rng.uniform(low, high, (samples, *tensor.shape[1:])).astype(
+            tensor.dtype
+        )
+        for tensor, (low, high) in zip(simulation.inputs, input_ranges)
+    ]
+    expected = _as_list(simulation.predict(inputs, verbose=0))
+    found = _as_list(litert.run(model_16x8, inputs))
+    for want, got in zip(expected, found):
+        width = float(np.ptp(want)) or 1.0
+        if float(np.max(np.abs(want - got))) > AGREEMENT * width:
+            raise ExportError(
+                "int16x8 export produced a model that disagrees with its "
+                "Keras simulation: the converter folded this graph "
+                "differently from the int8 one. Export mode='int8' "
+                "instead, and report this model to keras-quant."
+            )
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -6,7 +6,9 @@ Some Keras layers become two TFLite ops with a quantized tensor between them:
   CONV_2D/FULLY_CONNECTED, then the activation op (`"pre_activation"`);
 - SeparableConv: DEPTHWISE_CONV_2D, then CONV_2D (`"depthwise"`);
 - a BatchNormalization that does not fold into a convolution: MUL, then
-  ADD (`"bn_scale"`).
+  ADD (`"bn_scale"`);
+- Rescaling with an offset: MUL, then ADD (`"rescale_scale"`);
+- Normalization: SUB, then MUL (`"centered"`).
 
 A `plan` lists a layer's steps in TFLite order, each with the name of the
 internal tensor it produces (None for a tensor that is not internal).
@@ -31,8 +33,9 @@ def plan(layer, parts):
     Returns:
         A list of `(step name, internal tensor name or None)`.
     """
-    if "bn_scale" in parts:
-        return [("bn_scale", "bn_scale"), ("bn_offset", None)]
+    for part, steps in TWO_STEP_PLANS.items():
+        if part in parts:
+            return steps
     activation_part = "pre_activation" if "pre_activation" in parts else None
     if isinstance(layer, SEPARABLE):
         return [
@@ -123,6 +126,23 @@ def _bn_offset(layer, inputs):
     return inputs + ops.cast(offset, inputs.dtype)
 
 
+def _rescale_scale(layer, inputs):
+    return inputs * ops.cast(layer.scale, inputs.dtype)
+
+
+def _rescale_offset(layer, inputs):
+    return inputs + ops.cast(layer.offset, inputs.dtype)
+
+
+def _normalize_center(layer, inputs):
+    return inputs - ops.cast(layer.mean, inputs.dtype)
+
+
+def _normalize_scale(layer, inputs):
+    spread = ops.maximum(ops.sqrt(layer.variance), keras.config.epsilon())
+    return inputs / ops.cast(spread, inputs.dtype)
+
+
 STEPS = {
     "linear": _without_activation,
     "activation": _activation,
@@ -130,6 +150,20 @@ STEPS = {
     "pointwise": _pointwise,
     "bn_scale": _bn_scale,
     "bn_offset": _bn_offset,
+    "rescale_scale": _rescale_scale,
+    "rescale_offset": _rescale_offset,
+    "normalize_center": _normalize_center,
+    "normalize_scale": _normalize_scale,
+}
+
+# Layers whose two TFLite ops do not involve an activation.
+TWO_STEP_PLANS = {
+    "bn_scale": [("bn_scale", "bn_scale"), ("bn_offset", None)],
+    "rescale_scale": [
+        ("rescale_scale", "rescale_scale"),
+        ("rescale_offset", None),
+    ],
+    "centered": [("normalize_center", "centered"), ("normalize_scale", None)],
 }
 
 

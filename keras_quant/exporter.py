@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras.src import tree
+from tensorflow.lite.python.convert_phase import ConverterError
 from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
@@ -226,8 +227,15 @@ def convert(model, mode, io_dtype=None):
 def _run_converter(keras_model, mode, io_dtype):
     converter = make_converter(keras_model)
     modes_lib.configure_converter(converter, mode, io_dtype)
-    with _quiet():
-        return converter.convert()
+    try:
+        with _quiet():
+            return converter.convert()
+    except ConverterError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ExportError(
+            f"The TFLite converter cannot convert this model (mode "
+            f"{mode.value!r}): {reason}"
+        ) from error
 
 
 def make_converter(keras_model):
@@ -274,7 +282,21 @@ def _convert_16x8(model, mode, io_dtype):
             _float_graph(model), make_converter
         )
         injected = calibration_stats.inject_ranges(calibrated, int8_model)
-        return calibration_stats.quantize_16x8(injected)
+        tflite = calibration_stats.quantize_16x8(injected)
+    calibration_stats.check_against_simulation(
+        tflite, _fake_quant_graph(model, bits=16), _input_ranges(model)
+    )
+    return tflite
+
+
+def _input_ranges(model):
+    graph = graph_lib.trace(model)
+    observers = {
+        op.inputs[0]: op.layer
+        for op in graph.ops
+        if isinstance(op.layer, Observer)
+    }
+    return [observers[key].range() for key in graph.inputs]
 
 
 ROUTES = {
@@ -284,13 +306,24 @@ ROUTES = {
 }
 
 
-def _fake_quant_graph(model):
+def _fake_quant_graph(model, bits=8):
     """The graph TFLite will compute: split layers as their steps, and a
-    fake-quant with its collected range in place of each observer."""
+    fake-quant with its collected range in place of each observer.
+
+    With `bits=16` the ranges are made symmetric, as int16 activations are:
+    a simulation of the 16x8 model in Keras.
+    """
+
+    def fake_quant(observer, value):
+        low, high = observer.range()
+        if bits == 16:
+            bound = max(-low, high)
+            return FakeQuant(-bound, bound, 16, narrow_range=True)(value)
+        return FakeQuant(low, high)(value)
 
     def call_op(op, args, kwargs):
         if isinstance(op.layer, Observer):
-            return FakeQuant(*op.layer.range())(args[0])
+            return fake_quant(op.layer, args[0])
         if isinstance(op.layer, Split):
             value = args[0]
             for step, part in decomposition.plan(
@@ -298,9 +331,7 @@ def _fake_quant_graph(model):
             ):
                 value = decomposition.LayerStep(op.layer.layer, step)(value)
                 if part is not None:
-                    value = FakeQuant(*op.layer.observer_for(part).range())(
-                        value
-                    )
+                    value = fake_quant(op.layer.observer_for(part), value)
             return value
         return op.layer(*args, **kwargs)
 

@@ -32,6 +32,7 @@ import dataclasses
 import enum
 
 import keras
+import numpy as np
 from keras import layers
 
 from keras_quant import graph as graph_lib
@@ -96,6 +97,7 @@ ROLES = {
 }
 
 SEPARABLE = (layers.SeparableConv1D, layers.SeparableConv2D)
+TRANSPOSED = (layers.Conv1DTranspose, layers.Conv2DTranspose)
 
 # Roles whose output can absorb a following fused activation.
 _GROUP_HEADS = (Role.COMPUTE, Role.ELEMENTWISE)
@@ -154,11 +156,14 @@ def _relu_layer_role(layer):
 
 
 def splits_activation(layer):
-    """True for a COMPUTE layer whose `activation=` TFLite cannot fuse.
+    """True for a layer whose `activation=` TFLite computes as its own op.
 
     Such a layer becomes two TFLite ops (say FULLY_CONNECTED then SOFTMAX),
-    so the tensor between them needs a range of its own.
+    so the tensor between them needs a range of its own. TRANSPOSE_CONV
+    fuses no activation at all.
     """
+    if isinstance(layer, TRANSPOSED):
+        return _has_activation(layer)
     if role_of(layer)[0] is not Role.COMPUTE:
         return False
     name = activation_name(layer)
@@ -181,18 +186,29 @@ def internal_parts(graph, op):
     """The tensors TFLite has inside `op`'s layer that need a range.
 
     Returns:
-        A tuple of part names: `"depthwise"` (SeparableConv),
-        `"pre_activation"` (an activation TFLite cannot fuse) and
-        `"bn_scale"` (a BatchNormalization that does not fold).
+        A tuple of part names (see `keras_quant.decomposition`):
+        `"depthwise"` (SeparableConv), `"pre_activation"` (an activation
+        TFLite cannot fuse), `"bn_scale"` (a BatchNormalization that does
+        not fold), `"rescale_scale"` (Rescaling with an offset) and
+        `"centered"` (Normalization).
     """
+    layer = op.layer
     parts = []
-    if isinstance(op.layer, SEPARABLE):
+    if isinstance(layer, SEPARABLE):
         parts.append("depthwise")
-    if splits_activation(op.layer):
+    if splits_activation(layer):
         parts.append("pre_activation")
-    if role_of(op.layer)[0] is Role.FOLD and not _is_group_tail(graph, op):
+    if role_of(layer)[0] is Role.FOLD and not _is_group_tail(graph, op):
         parts.append("bn_scale")
+    if isinstance(layer, layers.Rescaling) and _nonzero(layer.offset):
+        parts.append("rescale_scale")
+    if isinstance(layer, layers.Normalization) and not layer.invert:
+        parts.append("centered")
     return tuple(parts)
+
+
+def _nonzero(value):
+    return bool(np.any(np.asarray(value) != 0))
 
 
 def find_points(model_or_graph):

@@ -328,3 +328,87 @@ def test_failed_conversion_keeps_the_existing_file(digits, good_file):
     with pytest.raises(keras_quant.ExportError, match="SIN"):
         keras_quant.export(observed, good_file, "int8_only")
     assert_untouched(good_file)
+
+
+def observed_on(layers_stack, shape, data):
+    inputs = keras.Input(shape)
+    value = inputs
+    for layer in layers_stack:
+        value = layer(value)
+    observed = keras_quant.observe(keras.Model(inputs, value))
+    observed.predict(data, verbose=0)
+    return observed
+
+
+PREPROCESSING_AND_TRANSPOSED = {
+    "rescaling_offset": [
+        keras.layers.Rescaling(1 / 127.5, offset=-1),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+    ],
+    "normalization": [
+        keras.layers.Normalization(
+            mean=[60.0, 120.0], variance=[900.0, 3600.0]
+        ),
+        keras.layers.Conv2D(4, 3),
+    ],
+    "conv_transpose": [
+        keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2DTranspose(3, 3, strides=2, activation="relu"),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREPROCESSING_AND_TRANSPOSED))
+@pytest.mark.parametrize("mode", ["int8_only", "int16x8"])
+def test_layers_tflite_splits_are_fully_quantized(case, mode):
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 255, (64, 8, 8, 2)).astype("float32")
+    stack = [
+        type(layer).from_config(layer.get_config())
+        for layer in PREPROCESSING_AND_TRANSPOSED[case]
+    ]
+    observed = observed_on(stack, (8, 8, 2), data)
+    tflite = exporter.convert(observed, mode)
+    assert inspection.summarize(tflite).float_ops() in (
+        [],
+        ["QUANTIZE", "DEQUANTIZE"],
+    )
+    expected = observed.predict(data, verbose=0)
+    error = np.abs(litert.run(tflite, data) - expected).max()
+    assert error <= 0.05 * np.ptp(expected)
+
+
+def test_int16x8_refuses_tensors_it_has_no_range_for(good_file):
+    data = np.random.default_rng(0).random((32, 6), "float32")
+    a, b = keras.layers.Dense(4), keras.layers.Dense(4)
+    inputs = keras.Input((6,))
+    outputs = keras.layers.Average()([a(inputs), b(inputs)])  # ADD then MUL
+    observed = keras_quant.observe(keras.Model(inputs, outputs))
+    observed.predict(data, verbose=0)
+    with pytest.raises(keras_quant.ExportError, match=r"\['ADD'\]"):
+        keras_quant.export(observed, good_file, "int16x8")
+    assert_untouched(good_file)
+    result = keras_quant.export(observed, good_file.parent / "a.tflite", "int8")
+    assert result.size_bytes > 0  # float fallback covers the ADD
+
+
+def test_int16x8_refuses_a_graph_the_converter_folds_differently(good_file):
+    data = np.random.default_rng(0).random((32, 8, 8, 3), "float32")
+    observed = observed_on(
+        [keras.layers.Conv2D(4, 3), keras.layers.Activation("hard_sigmoid")],
+        (8, 8, 3),
+        data,
+    )
+    with pytest.raises(keras_quant.ExportError, match="disagrees with its"):
+        keras_quant.export(observed, good_file, "int16x8")
+    assert_untouched(good_file)
+
+
+def test_converter_errors_become_export_errors(good_file):
+    inputs = keras.Input((5, 3))
+    observed = keras_quant.observe(
+        keras.Model(inputs, keras.layers.LSTM(4)(inputs))
+    )
+    with pytest.raises(keras_quant.ExportError, match="cannot convert"):
+        keras_quant.export(observed, good_file, "float32")
+    assert_untouched(good_file)
