@@ -412,3 +412,45 @@ def test_converter_errors_become_export_errors(good_file):
     with pytest.raises(keras_quant.ExportError, match="cannot convert"):
         keras_quant.export(observed, good_file, "float32")
     assert_untouched(good_file)
+
+
+def test_sequential_model_on_tabular_data(tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    # The model input is quantized per tensor: features on scales from
+    # 0.001 to 4000 would share one grid, with or without keras-quant.
+    x = (data.data / data.data.max(axis=0)).astype("float32")
+    y = data.target.astype("float32")
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    keras.utils.set_random_seed(0)
+    normalizer = keras.layers.Normalization()
+    normalizer.adapt(x[:400])
+    model = keras.Sequential(
+        [
+            keras.Input((30,)),
+            normalizer,
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    observed = keras_quant.observe(model)
+    observed.fit(
+        x[:400],
+        y[:400],
+        validation_data=(x[400:480], y[400:480]),
+        epochs=20,
+        verbose=0,
+        callbacks=[keras_quant.callbacks.RangeCalibration()],
+    )
+    result = keras_quant.export(
+        observed,
+        tmp_path / "m.tflite",
+        "int8_only",
+        validation_data=(x[480:], y[480:]),
+    )
+    assert result.float_metrics["accuracy"] > 0.9
+    assert result.metric_drop("accuracy") <= 0.01
+    assert inspection.summarize(result.path).float_ops() == []
