@@ -242,12 +242,6 @@ def print_goals(accuracies):
         )
 
 
-def parse_args(argv=None):
-    """Parses the command line of this benchmark."""
-    parser = common.make_parser(__doc__, seeds=3)
-    return parser.parse_args(argv)
-
-
 def main(argv=None):
     """Runs every seed and prints the figures.
 
@@ -257,7 +251,7 @@ def main(argv=None):
     Returns:
         The mean figures (see `report`).
     """
-    args = parse_args(argv)
+    args = common.make_parser(__doc__, seeds=3).parse_args(argv)
     data = common.load_digits()
     per_seed, mismatches = {}, []
     with tempfile.TemporaryDirectory(prefix="kq-bench-") as folder:

@@ -1,9 +1,9 @@
 """Shared pieces of the keras-quant benchmarks: data, model, timing, output.
 
-Every benchmark trains the same small CNN on scikit-learn's digits (1797
-8x8 images, shipped with scikit-learn, so nothing is downloaded) with the
-same fixed train/validation/test split, so their figures describe one
-setting and can be read side by side.
+Every benchmark trains the demo's CNN on the demo's split of
+scikit-learn's digits (`examples/digits_demo.py`: 1797 8x8 images shipped
+with scikit-learn, so nothing is downloaded), so their figures describe the
+model `make demo` reports on and can be read side by side.
 
 Importing this module sets TensorFlow's log level before TensorFlow is
 imported, so each benchmark imports it before anything that loads
@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import gc
 import io
+import runpy
 import statistics
 import sys
 import tempfile
@@ -29,19 +30,16 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn import datasets
-from sklearn import model_selection
 
 import keras_quant
 
-# The split never changes with the seeds a benchmark is given: the seeds
-# vary initialisation, shuffling and dropout, not the data.
-SPLIT_SEED = 1234
-TEST_FRACTION = 0.2
-VALIDATION_FRACTION = 0.2
+# The demo's data and model. Its split never changes with the seeds a
+# benchmark is given: the seeds vary initialisation, shuffling and dropout.
+DEMO = runpy.run_path(
+    os.path.join(os.path.dirname(__file__), "..", "examples", "digits_demo.py")
+)
 BATCH_SIZE = 32
 EPOCHS = 10
-NUM_CLASSES = 10
 PYTHON = ".venv/bin/python"
 
 
@@ -77,29 +75,13 @@ class Digits:
 
 
 def load_digits():
-    """Loads and splits the digits data (stratified, seeded by SPLIT_SEED).
-
-    Returns:
-        A `Digits`.
-    """
-    bunch = datasets.load_digits()
-    x = (bunch.images / 16.0).astype("float32")[..., np.newaxis]
-    y = bunch.target.astype("int32")
-    x_rest, x_test, y_rest, y_test = model_selection.train_test_split(
-        x, y, test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED
-    )
-    x_train, x_val, y_train, y_val = model_selection.train_test_split(
-        x_rest,
-        y_rest,
-        test_size=VALIDATION_FRACTION,
-        stratify=y_rest,
-        random_state=SPLIT_SEED,
-    )
-    return Digits(x_train, y_train, x_val, y_val, x_test, y_test)
+    """The demo's digits split (`examples/digits_demo.py`), as a `Digits`."""
+    splits = DEMO["load_splits"]()
+    return Digits(*splits["train"], *splits["val"], *splits["test"])
 
 
 def build_model(seed):
-    """A fresh compiled CNN for 8x8x1 images, its weights drawn from `seed`.
+    """A fresh compiled demo CNN, its weights drawn from `seed`.
 
     Clears the Keras session first, so that every run starts from the same
     state (layer names, seed generators) and old graphs can be freed.
@@ -108,28 +90,11 @@ def build_model(seed):
         seed: seed for Python, NumPy, TensorFlow and Keras.
 
     Returns:
-        A compiled Functional `keras.Model`.
+        The compiled Functional `keras.Model` of `make demo`.
     """
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    layers = keras.layers
-    inputs = keras.Input((8, 8, 1), name="image")
-    x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
-    x = layers.MaxPooling2D()(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(64, activation="relu")(x)
-    x = layers.Dropout(0.2)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
-    model = keras.Model(inputs, outputs, name="digits_cnn")
-    model.compile(
-        optimizer="adam",
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+    return DEMO["build_model"]()
 
 
 def fit(model, data, epochs, batch_size=BATCH_SIZE, callbacks=()):

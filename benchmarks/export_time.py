@@ -101,12 +101,6 @@ def report(timings, sizes, args):
     return {"ratio": ratio}
 
 
-def parse_args(argv=None):
-    """Parses the command line of this benchmark."""
-    parser = common.make_parser(__doc__, repeats=5, seed=0)
-    return parser.parse_args(argv)
-
-
 def main(argv=None):
     """Trains one model, times both conversions and prints the figures.
 
@@ -116,7 +110,7 @@ def main(argv=None):
     Returns:
         The headline ratio (see `report`).
     """
-    args = parse_args(argv)
+    args = common.make_parser(__doc__, repeats=5, seed=0).parse_args(argv)
     data = common.load_digits()
     model, observed = common.train_observed(
         data, args.seed, args.epochs, args.batch_size

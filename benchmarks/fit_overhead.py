@@ -244,12 +244,6 @@ def _median(summary):
     return "n/a" if summary is None else f"{summary.median:.3f} s"
 
 
-def parse_args(argv=None):
-    """Parses the command line of this benchmark."""
-    parser = common.make_parser(__doc__, repeats=5, seed=0)
-    return parser.parse_args(argv)
-
-
 def main(argv=None):
     """Runs the benchmark and prints its figures.
 
@@ -259,7 +253,7 @@ def main(argv=None):
     Returns:
         The headline overheads (see `report`).
     """
-    args = parse_args(argv)
+    args = common.make_parser(__doc__, repeats=5, seed=0).parse_args(argv)
     data = common.load_digits()
     runs = measure(data, args.seed, args.epochs, args.batch_size, args.repeats)
     return report(summarize(runs), data, args)

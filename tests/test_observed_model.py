@@ -73,24 +73,31 @@ def test_reset_ranges(calibrated_cnn):
     ]
 
 
-def test_saved_model_loads_with_ranges_and_no_custom_objects(
-    calibrated_cnn, digits, tmp_path
-):
-    calibrated_cnn.save_modes = ()
-    calibrated_cnn.save(tmp_path / "m.keras")
-    script = (
-        "import keras, keras_quant, json, sys;"
-        "m = keras.models.load_model(sys.argv[1]);"
-        "print(json.dumps([[o.point, o.range()] for o in m.observers]))"
-    )
+def in_fresh_python(script, path):
+    """The last line `script` prints in a new interpreter, given `path`."""
     found = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "m.keras")],
+        [sys.executable, "-c", script, str(path)],
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-    loaded = json.loads(found.stdout.strip().splitlines()[-1])
+    return found.stdout.strip().splitlines()[-1]
+
+
+def test_saved_model_loads_with_ranges_and_no_custom_objects(
+    calibrated_cnn, digits, tmp_path
+):
+    calibrated_cnn.save_modes = ()
+    calibrated_cnn.save(tmp_path / "m.keras")
+    loaded = json.loads(
+        in_fresh_python(
+            "import keras, keras_quant, json, sys;"
+            "m = keras.models.load_model(sys.argv[1]);"
+            "print(json.dumps([[o.point, o.range()] for o in m.observers]))",
+            tmp_path / "m.keras",
+        )
+    )
     expected = [[o.point, list(o.range())] for o in calibrated_cnn.observers]
     assert loaded == expected
 
@@ -98,19 +105,13 @@ def test_saved_model_loads_with_ranges_and_no_custom_objects(
 def test_original_model_stays_free_of_keras_quant(trained_cnn, tmp_path):
     keras_quant.observe(trained_cnn)
     trained_cnn.save(tmp_path / "plain.keras")
-    script = (
+    modules = in_fresh_python(
         "import keras, sys;"
         "m = keras.models.load_model(sys.argv[1]);"
-        "print(sorted({type(l).__module__.split('.')[0] for l in m.layers}))"
+        "print(sorted({type(l).__module__.split('.')[0] for l in m.layers}))",
+        tmp_path / "plain.keras",
     )
-    found = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "plain.keras")],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert found.stdout.strip().splitlines()[-1] == "['keras']"
+    assert modules == "['keras']"
 
 
 def test_save_writes_tflite_and_report_beside(calibrated_cnn, tmp_path):
