@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -260,7 +261,8 @@ def make_converter(keras_model):
     frozen = convert_variables_to_constants_v2(
         serve.get_concrete_function(*specs)
     )
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    with _quiet():
+        return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 
 def _input_name(tensor):
@@ -386,10 +388,21 @@ def _float32_size(model):
 
 @contextlib.contextmanager
 def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
+    """Silences the converter's prints, warnings and absl log lines.
+
+    Among them: absl's note that a concrete function converted without its
+    trackable object takes the "deprecated conversion path" (decision D13).
+    """
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+    finally:
+        absl.setLevel(level)
 
 
 def _check_filepath(filepath):
