@@ -26,6 +26,7 @@ from keras_quant.observed_model import ObservedModel
 from keras_quant.observed_model import observe
 from keras_quant.observed_model import reset_ranges
 from keras_quant.placement import find_points
+from keras_quant.qat import quantize_aware
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "export",
     "find_points",
     "observe",
+    "quantize_aware",
     "reset_ranges",
     "run_tflite",
 ]

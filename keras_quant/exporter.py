@@ -48,6 +48,7 @@ from keras_quant.modes import Route
 from keras_quant.observed_model import find_observers
 from keras_quant.observers import Observer
 from keras_quant.observers import read
+from keras_quant.qat import QuantizeWeights
 
 TFLITE_SUFFIX = ".tflite"
 
@@ -335,7 +336,7 @@ def _fake_quant_graph(model, bits=8):
                 if part is not None:
                     value = fake_quant(op.layer.observer_for(part), value)
             return value
-        return op.layer(*args, **kwargs)
+        return _float_layer(op.layer)(*args, **kwargs)
 
     return _rebuild(model, call_op)
 
@@ -349,9 +350,15 @@ def _float_graph(model):
             return args[0]
         if isinstance(op.layer, Split):
             return op.layer.layer(*args)
-        return op.layer(*args, **kwargs)
+        return _float_layer(op.layer)(*args, **kwargs)
 
     return _rebuild(model, call_op)
+
+
+def _float_layer(layer):
+    """The layer itself, or the float layer a QAT wrapper fake-quantizes:
+    the converter quantizes its weights as `QuantizeWeights` simulates."""
+    return layer.layer if isinstance(layer, QuantizeWeights) else layer
 
 
 def _rebuild(model, call_op):

@@ -92,6 +92,9 @@ class Observer(keras.layers.Layer):
         percentile: for `"percentile"`, the share of values kept inside the
             range, in percent. Defaults to `99.99`.
         num_bins: histogram bins for `"percentile"`. Defaults to `2048`.
+        quantize: also fake-quantize the tensor with the current range, as
+            quantization-aware training does (see `keras_quant.qat`).
+            Defaults to `False`: an identity.
         **kwargs: standard layer arguments (`name`, ...).
 
     Fitted state (Keras variables): `min_`, `max_`, `batches_seen_`,
@@ -105,9 +108,11 @@ class Observer(keras.layers.Layer):
         fixed_range=None,
         percentile=99.99,
         num_bins=2048,
+        quantize=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.quantize = bool(quantize)
         self.estimator = check_estimator(estimator)
         self.point = point or self.name
         self.fixed_range = None if fixed_range is None else tuple(fixed_range)
@@ -165,7 +170,28 @@ class Observer(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         self.record_from(lambda: inputs, training)
+        if self.quantize:
+            return self.fake_quantize(inputs)
         return inputs
+
+    def fake_quantize(self, inputs):
+        """`inputs` rounded to the int8 grid of the current range.
+
+        Passes `inputs` through unchanged while no range is known yet. The
+        gradient is the straight-through estimator of
+        `keras.quantizers.fake_quant_with_min_max_vars`.
+        """
+        if self.fixed_range is not None:
+            low, high = self.fixed_range
+            return keras.quantizers.fake_quant_with_min_max_vars(
+                inputs, low, high, num_bits=8
+            )
+        low = ops.minimum(self.min_, 0.0)
+        high = ops.maximum(ops.maximum(self.max_, 0.0), low + MIN_RANGE_WIDTH)
+        quantized = keras.quantizers.fake_quant_with_min_max_vars(
+            inputs, low, high, num_bits=8
+        )
+        return ops.where(ops.greater(self.batches_seen_, 0), quantized, inputs)
 
     def record_from(self, compute, training=None):
         """Records `compute()` if this observer records in this phase.
@@ -320,6 +346,11 @@ class Observer(keras.layers.Layer):
         index = ops.cast(ops.floor(scaled), "int32")
         return ops.clip(index, 0, self.num_bins - 1)
 
+    def load_own_variables(self, store):
+        """Restores the state saved in a `.keras` file, recording mask too."""
+        super().load_own_variables(store)
+        self.traced_mask = int(read(self.record_mask))
+
     def set_record_mask(self, mask):
         """Sets when this observer records, at run time and in new traces."""
         self.record_mask.assign(mask)
@@ -373,6 +404,7 @@ class Observer(keras.layers.Layer):
             fixed_range=self.fixed_range,
             percentile=self.percentile,
             num_bins=self.num_bins,
+            quantize=self.quantize,
         )
         return config
 
