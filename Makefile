@@ -13,7 +13,7 @@ $(PY):
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test,tfmot]"
 	touch $(STAMP)
 
 demo: $(STAMP)

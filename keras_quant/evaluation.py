@@ -7,6 +7,7 @@ difference.
 """
 
 import dataclasses
+import inspect
 
 import keras
 import numpy as np
@@ -96,20 +97,30 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _is_compiled(model):
+    # Keras 3 says `compiled`; tf_keras (tfmot models) `_is_compiled`.
+    return bool(
+        getattr(model, "compiled", getattr(model, "_is_compiled", False))
+    )
+
+
 def metrics_from_predictions(model, y, y_pred):
     """The model's compiled loss and metrics for predictions `y_pred`.
 
     Returns an empty dict for a model that was never compiled.
     """
-    if not getattr(model, "compiled", False):
+    if not _is_compiled(model):
         return {}
     model.reset_metrics()
     y_pred = keras.tree.map_structure(keras.ops.convert_to_tensor, y_pred)
     y = keras.tree.map_structure(keras.ops.convert_to_tensor, y)
-    loss = model.compute_loss(y=y, y_pred=y_pred, training=False)
+    if "training" in inspect.signature(model.compute_loss).parameters:
+        loss = model.compute_loss(y=y, y_pred=y_pred, training=False)
+    else:  # tf_keras
+        loss = model.compute_loss(y=y, y_pred=y_pred)
     results = {
         name: float(value)
-        for name, value in model.compute_metrics(None, y, y_pred).items()
+        for name, value in model.compute_metrics(None, y, y_pred, None).items()
         if name != "loss"
     }
     model.reset_metrics()

@@ -36,6 +36,7 @@ from keras_quant import evaluation
 from keras_quant import graph as graph_lib
 from keras_quant import inspection
 from keras_quant import modes as modes_lib
+from keras_quant import tfmot_interop
 from keras_quant.errors import ExportError
 from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
@@ -143,7 +144,7 @@ def export(
     mode = modes_lib.parse_mode(mode)
     io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
     filepath = _check_filepath(filepath)
-    graph_lib.as_functional(model)
+    _check_model(model)
     ranges = collect_ranges(model, mode)
     tflite = convert(model, mode, io_dtype)
     float32_size = len(tflite) if mode is Mode.FLOAT32 else _float32_size(model)
@@ -175,7 +176,7 @@ def collect_ranges(model, mode):
         NotCalibratedError: no observers, or observers without a range.
         NonFiniteActivationError: an observer recorded NaN/Inf values.
     """
-    if not MODES[mode].needs_ranges:
+    if not MODES[mode].needs_ranges or tfmot_interop.is_tf_keras_model(model):
         return {}
     observers = find_observers(model)
     if not observers:
@@ -221,9 +222,18 @@ def convert(model, mode, io_dtype=None):
     """
     mode = modes_lib.parse_mode(mode)
     io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
-    tflite = ROUTES[MODES[mode].route](model, mode, io_dtype)
+    if tfmot_interop.is_tf_keras_model(model):
+        tflite = tfmot_interop.convert(model, mode, io_dtype, _quiet)
+    else:
+        tflite = ROUTES[MODES[mode].route](model, mode, io_dtype)
     _check_contract(tflite, mode)
     return tflite
+
+
+def _check_model(model):
+    """Raises `UnsupportedModelError` unless keras-quant can export it."""
+    if not tfmot_interop.is_tf_keras_model(model):
+        graph_lib.as_functional(model)
 
 
 def _run_converter(keras_model, mode, io_dtype):

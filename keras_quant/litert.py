@@ -15,6 +15,7 @@ Example:
 """
 
 import os
+import re
 import time
 
 import numpy as np
@@ -101,7 +102,10 @@ def output_details(runner):
         return details
     signature = runner.get_signature_runner(next(iter(signatures)))
     named = signature.get_output_details()
-    order = sorted(named, key=lambda name: int(name.rsplit("_", 1)[-1]))
+    positions = {name: re.fullmatch(r"output_(\d+)", name) for name in named}
+    if not all(positions.values()):
+        return details  # not a Keras 3 serving signature: keep its order
+    order = sorted(named, key=lambda name: int(positions[name].group(1)))
     by_index = {d["index"]: d for d in details}
     return [by_index[named[name]["index"]] for name in order]
 

@@ -8,6 +8,9 @@ from sklearn.datasets import load_digits
 
 import keras_quant
 
+# Imports tfmot, which switches TensorFlow to legacy Keras: run apart.
+collect_ignore = ["tfmot_scenarios.py"]
+
 
 @pytest.fixture(scope="session")
 def digits():

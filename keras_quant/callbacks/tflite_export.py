@@ -103,6 +103,18 @@ class TFLiteExport(keras.callbacks.Callback):
         self.best = None
         self.results = []
 
+    # tf_keras, which trains tfmot models, asks its callbacks these too.
+    _supports_tf_logs = False
+
+    def _implements_train_batch_hooks(self):
+        return False
+
+    def _implements_test_batch_hooks(self):
+        return False
+
+    def _implements_predict_batch_hooks(self):
+        return False
+
     def on_epoch_end(self, epoch, logs=None):
         if self.save_freq != "epoch":
             return
