@@ -35,6 +35,7 @@ from keras_quant import decomposition
 from keras_quant import evaluation
 from keras_quant import graph as graph_lib
 from keras_quant import inspection
+from keras_quant import litert
 from keras_quant import modes as modes_lib
 from keras_quant import tfmot_interop
 from keras_quant.errors import ExportError
@@ -386,6 +387,7 @@ def _rebuild(model, call_op):
 
 
 def _check_contract(tflite, mode):
+    _check_loads(tflite)
     if not MODES[mode].integer_io:
         return
     float_ops = inspection.summarize(tflite).float_ops()
@@ -397,6 +399,18 @@ def _check_contract(tflite, mode):
             "mode='int8' (float fallback), or replace those layers with "
             "ones TFLite quantizes."
         )
+
+
+def _check_loads(tflite):
+    """Refuses a model LiteRT (with its default XNNPACK delegate) cannot
+    prepare, rather than writing a file that fails on the device."""
+    try:
+        litert.interpreter(tflite).allocate_tensors()
+    except (RuntimeError, ValueError) as error:
+        raise ExportError(
+            f"LiteRT cannot prepare the converted model: {error}. Check the "
+            "ranges in the report for degenerate points, or export 'int8'."
+        ) from error
 
 
 def _float32_size(model):

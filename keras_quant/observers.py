@@ -43,8 +43,12 @@ RECORD_INFERENCE = 1
 RECORD_TRAINING = 2
 RECORD_ALWAYS = RECORD_INFERENCE | RECORD_TRAINING
 
-# The narrowest range an observer reports, so that a scale is never zero.
+# A range narrower than this holds no signal (a dead ReLU's zeros); it is
+# reported as `SILENT_RANGE_WIDTH` wide instead. A scale near zero would make
+# LiteRT's XNNPACK delegate refuse the model (seen: "failed to create
+# XNNPACK runtime"), and zeros quantize exactly with any scale.
 MIN_RANGE_WIDTH = 2.0**-20
+SILENT_RANGE_WIDTH = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +191,9 @@ class Observer(keras.layers.Layer):
                 inputs, low, high, num_bits=8
             )
         low = ops.minimum(self.min_, 0.0)
-        high = ops.maximum(ops.maximum(self.max_, 0.0), low + MIN_RANGE_WIDTH)
+        high = ops.maximum(self.max_, 0.0)
+        silent = ops.less(high - low, MIN_RANGE_WIDTH)
+        high = ops.where(silent, low + SILENT_RANGE_WIDTH, high)
         quantized = keras.quantizers.fake_quant_with_min_max_vars(
             inputs, low, high, num_bits=8
         )
@@ -375,8 +381,9 @@ class Observer(keras.layers.Layer):
     def range(self):
         """The range to quantize with, as Python floats `(min, max)`.
 
-        The range always contains 0 and is at least `MIN_RANGE_WIDTH` wide,
-        as TFLite's zero point must be exactly representable.
+        The range always contains 0, as TFLite's zero point must be exactly
+        representable, and is never narrower than `MIN_RANGE_WIDTH` (see
+        `widen_range`).
 
         Raises:
             RuntimeError: if nothing was recorded yet (see `calibrated`).
@@ -420,16 +427,16 @@ def read(variable):
 
 
 def widen_range(low, high):
-    """Widens `[low, high]` to contain 0 and be at least a minimum width.
+    """Widens `[low, high]` to contain 0; a silent range gets a unit width.
 
     >>> widen_range(0.5, 2.0)
     (0.0, 2.0)
     >>> widen_range(0.0, 0.0)
-    (0.0, 9.5367431640625e-07)
+    (0.0, 1.0)
     """
     low, high = min(float(low), 0.0), max(float(high), 0.0)
     if high - low < MIN_RANGE_WIDTH:
-        high = low + MIN_RANGE_WIDTH
+        high = low + SILENT_RANGE_WIDTH
     return (low, high)
 
 
