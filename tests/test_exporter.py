@@ -458,13 +458,15 @@ def test_sequential_model_on_tabular_data(tmp_path):
 
 def test_dead_activations_export_a_model_litert_runs(tmp_path):
     inputs = keras.Input((6,))
-    dead = keras.layers.Dense(4, activation="relu", kernel_initializer="zeros")
+    dead = keras.layers.Dense(
+        4, activation="relu", kernel_initializer="zeros", name="dead"
+    )
     outputs = keras.layers.Dense(3)(dead(inputs))
     observed = keras_quant.observe(keras.Model(inputs, outputs))
     data = np.random.default_rng(0).random((16, 6), "float32")
     observed.predict(data, verbose=0)
     result = keras_quant.export(observed, tmp_path / "m.tflite", "int8_only")
-    assert result.ranges["dense"] == (0.0, 1.0)  # silent, not 1e-6 wide
+    assert result.ranges["dead"] == (0.0, 1.0)  # silent, not 1e-6 wide
     np.testing.assert_allclose(
         litert.run(result.path, data),
         observed.predict(data, verbose=0),
