@@ -175,3 +175,28 @@ def test_subclassed_model_is_refused():
 
     with pytest.raises(UnsupportedModelError, match="Functional API"):
         keras_quant.quantize_aware(Custom())
+
+
+def test_sequential_qat_model(digits, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(6, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        "adam", "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    qat_model = keras_quant.quantize_aware(model)
+    qat_model.fit(*digits["train"], epochs=3, verbose=0)
+    result = keras_quant.export(
+        qat_model,
+        tmp_path / "s.tflite",
+        "int8_only",
+        validation_data=digits["test"],
+    )
+    assert result.quantized_metrics["accuracy"] > 0.85
+    assert abs(result.metric_drop("accuracy")) <= 0.01
