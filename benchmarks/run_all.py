@@ -6,6 +6,8 @@
 (c) `accuracy_vs_converter`: int8 test accuracy vs float and vs the
     converter's calibration (goal: within 1 point of float, no worse than
     the converter).
+(d) `qat_vs_tfmot`: float, post-training int8, keras-quant QAT and tfmot
+    QAT on one architecture (goal: QAT within 0.5 points of tfmot).
 
 Each prints its own report, with the command that reproduces it alone; a
 summary of the headline figures follows. `make bench` runs this script.
@@ -18,11 +20,13 @@ import accuracy_vs_converter
 import common
 import export_time
 import fit_overhead
+import qat_vs_tfmot
 
 BENCHMARKS = {
     "fit_overhead": fit_overhead,
     "export_time": export_time,
     "accuracy_vs_converter": accuracy_vs_converter,
+    "qat_vs_tfmot": qat_vs_tfmot,
 }
 
 
@@ -42,7 +46,7 @@ def parse_args(argv=None):
 def benchmark_argv(name, args):
     """The command line for one benchmark, from the shared options."""
     argv = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
-    if name == "accuracy_vs_converter":
+    if name in ("accuracy_vs_converter", "qat_vs_tfmot"):
         return [*argv, "--seeds", str(args.seeds)]
     return [*argv, "--repeats", str(args.repeats), "--seed", str(args.seed)]
 
@@ -54,6 +58,7 @@ def print_summary(results, elapsed):
         "fit_overhead": _print_fit_overhead,
         "export_time": _print_export_time,
         "accuracy_vs_converter": _print_accuracy,
+        "qat_vs_tfmot": _print_qat,
     }
     for name, found in results.items():
         printers[name](found)
@@ -84,6 +89,16 @@ def _print_accuracy(found):
             f"    {name}: {drop:+.2f}  (mean |int8 - float| output "
             f"{difference:.3f} x 1e-3)"
         )
+
+
+def _print_qat(found):
+    mean = {key: 100 * value for key, value in found["mean"].items()}
+    print("(d) QAT, mean test accuracy in %:")
+    print(
+        f"    float {mean['float']:.2f}, int8 PTQ {mean['ptq']:.2f}, "
+        f"keras-quant QAT {mean['keras_quant']:.2f}, "
+        f"tfmot QAT {mean['tfmot']:.2f}"
+    )
 
 
 def main(argv=None):
