@@ -75,9 +75,8 @@ def int8_accuracy(model, data, folder, name):
     return test_accuracy(result.path, data)
 
 
-def keras_quant_part(data, seed, epochs, batch_size, folder):
-    """Float, post-training and keras-quant QAT accuracies; float weights."""
-    model = keras3_model(seed)
+def train(model, data, epochs, batch_size):
+    """Fits on the training split (Keras 3 or tf_keras)."""
     model.fit(
         data.x_train,
         data.y_train,
@@ -85,6 +84,12 @@ def keras_quant_part(data, seed, epochs, batch_size, folder):
         batch_size=batch_size,
         verbose=0,
     )
+
+
+def keras_quant_part(data, seed, epochs, batch_size, folder):
+    """Float, post-training and keras-quant QAT accuracies; float weights."""
+    model = keras3_model(seed)
+    train(model, data, epochs, batch_size)
     weights = model.get_weights()
     float_accuracy = float(model.evaluate(*data.test, verbose=0)[1])
     observed = keras_quant.observe(model)
@@ -93,13 +98,7 @@ def keras_quant_part(data, seed, epochs, batch_size, folder):
     qat = keras_quant.quantize_aware(observed)
     compile_classifier(qat, keras, QAT_LEARNING_RATE)
     keras.utils.set_random_seed(seed)
-    qat.fit(
-        data.x_train,
-        data.y_train,
-        epochs=QAT_EPOCHS,
-        batch_size=batch_size,
-        verbose=0,
-    )
+    train(qat, data, QAT_EPOCHS, batch_size)
     ours = int8_accuracy(qat, data, folder, "qat.tflite")
     return {"float": float_accuracy, "ptq": ptq, "keras_quant": ours}, weights
 
@@ -119,13 +118,7 @@ def tfmot_part(weights_path, seed, batch_size, folder):
     qat = tfmot.quantization.keras.quantize_model(model)
     compile_classifier(qat, tf_keras, QAT_LEARNING_RATE)
     data = common.load_digits()
-    qat.fit(
-        data.x_train,
-        data.y_train,
-        epochs=QAT_EPOCHS,
-        batch_size=batch_size,
-        verbose=0,
-    )
+    train(qat, data, QAT_EPOCHS, batch_size)
     return int8_accuracy(qat, data, folder, "tfmot.tflite")
 
 

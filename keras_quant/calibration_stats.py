@@ -26,6 +26,7 @@ tested TensorFlow version (see docs/decisions.md).
 
 import difflib
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python.optimize import calibrator
@@ -223,7 +224,8 @@ def check_against_simulation(model_16x8, simulation, input_ranges, samples=32):
         )
         for tensor, (low, high) in zip(simulation.inputs, input_ranges)
     ]
-    expected = _as_list(simulation.predict(inputs, verbose=0))
+    structured = keras.tree.pack_sequence_as(simulation._inputs_struct, inputs)
+    expected = _as_list(simulation.predict(structured, verbose=0))
     found = _as_list(litert.run(model_16x8, inputs))
     for want, got in zip(expected, found):
         width = float(np.ptp(want)) or 1.0

@@ -21,7 +21,6 @@ import os
 import tempfile
 import warnings
 
-import keras
 import numpy as np
 import tensorflow as tf
 from keras.src import tree
@@ -373,17 +372,7 @@ def _float_layer(layer):
 
 
 def _rebuild(model, call_op):
-    graph = graph_lib.trace(model)
-    inputs = [
-        keras.Input(
-            batch_shape=graph.tensors[key].shape,
-            dtype=graph.tensors[key].dtype,
-            name=name,
-        )
-        for key, name in zip(graph.inputs, graph.input_names)
-    ]
-    outputs = graph.replay(inputs, call_op)
-    return keras.Model(inputs, outputs, name=model.name)
+    return graph_lib.trace(model).rebuild(call_op, name=model.name)
 
 
 def _check_contract(tflite, mode):

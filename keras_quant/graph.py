@@ -62,6 +62,7 @@ class Graph:
     tensors: dict
     input_names: tuple
     _aliases: dict
+    _structures: tuple = ((), ())
 
     def producer(self, key):
         """The op that produces `key`, or None for a model input."""
@@ -102,6 +103,34 @@ class Graph:
             for key, value in zip(op.outputs, results):
                 values[key] = on_tensor(key, value)
         return [values[key] for key in self.outputs]
+
+    def rebuild(self, call_op=None, on_tensor=None, model_class=None, **kwargs):
+        """A new model calling the same layers on new `keras.Input`s.
+
+        Args:
+            call_op: see `replay`.
+            on_tensor: see `replay`.
+            model_class: the class to build. Defaults to `keras.Model`.
+            **kwargs: passed to the class (`name`, ...).
+
+        Returns:
+            The model, with the traced model's input and output structure.
+        """
+        inputs = [
+            keras.Input(
+                batch_shape=self.tensors[key].shape,
+                dtype=self.tensors[key].dtype,
+                name=name,
+            )
+            for key, name in zip(self.inputs, self.input_names)
+        ]
+        outputs = self.replay(inputs, call_op, on_tensor)
+        inputs_struct, outputs_struct = self._structures
+        return (model_class or keras.Model)(
+            inputs=tree.pack_sequence_as(inputs_struct, inputs),
+            outputs=tree.pack_sequence_as(outputs_struct, outputs),
+            **kwargs,
+        )
 
     def _resolve(self, scope, tensor):
         return _resolve(self._aliases, (scope, id(tensor)))
@@ -170,6 +199,7 @@ def trace(model):
         tensors=builder.tensors,
         input_names=tuple(_input_name(x) for x in functional.inputs),
         _aliases=builder.aliases,
+        _structures=(functional._inputs_struct, functional._outputs_struct),
     )
 
 

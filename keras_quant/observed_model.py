@@ -14,7 +14,6 @@ import contextlib
 import re
 
 import keras
-from keras.src import tree
 
 from keras_quant import graph as graph_lib
 from keras_quant import placement
@@ -121,12 +120,10 @@ def observe(
         )
     points = placement.find_points(graph)
     builder = _ObserverInserter(graph, points, estimator, observer_kwargs)
-    inputs = [_fresh_input(graph.tensors[key]) for key in graph.inputs]
-    outputs = graph.replay(inputs, builder.call_op, builder.on_tensor)
-    functional = graph_lib.as_functional(model)
-    observed = ObservedModel(
-        inputs=_like(functional._inputs_struct, inputs),
-        outputs=_like(functional._outputs_struct, outputs),
+    observed = graph.rebuild(
+        builder.call_op,
+        builder.on_tensor,
+        model_class=ObservedModel,
         name=f"{model.name}_observed",
         save_modes=save_modes,
     )
@@ -183,18 +180,6 @@ class _ObserverInserter:
             candidate, index = f"{base}_{index}", index + 1
         self._names.add(candidate)
         return candidate
-
-
-def _fresh_input(tensor):
-    return keras.Input(
-        batch_shape=tensor.shape,
-        dtype=tensor.dtype,
-        name=tensor._keras_history.operation.name,
-    )
-
-
-def _like(structure, tensors):
-    return tree.pack_sequence_as(structure, list(tensors))
 
 
 def find_observers(model):

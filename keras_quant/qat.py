@@ -179,22 +179,9 @@ def quantize_aware(model, *, momentum=0.99, save_modes=("int8",)):
         when `model` is compiled.
     """
     observed = model if find_observers(model) else observe(model)
-    graph = graph_lib.trace(observed)
-    inputs = [
-        keras.Input(
-            batch_shape=graph.tensors[key].shape,
-            dtype=graph.tensors[key].dtype,
-            name=name,
-        )
-        for key, name in zip(graph.inputs, graph.input_names)
-    ]
-    outputs = graph.replay(inputs, _QuantizeAware(momentum).call_op)
-    functional = graph_lib.as_functional(observed)
-    qat = ObservedModel(
-        inputs=keras.tree.pack_sequence_as(functional._inputs_struct, inputs),
-        outputs=keras.tree.pack_sequence_as(
-            functional._outputs_struct, outputs
-        ),
+    qat = graph_lib.trace(observed).rebuild(
+        _QuantizeAware(momentum).call_op,
+        model_class=ObservedModel,
         name=f"{model.name}_qat",
         save_modes=save_modes,
     )
