@@ -1,55 +1,32 @@
-"""Exporting a Keras model to `.tflite` in any mode, from collected ranges.
+"""`export()`: a Keras model to a `.tflite` file, checked and reported.
 
-The range-based modes (`int8`, `int8_only`, `int16x8`) need no
-representative dataset: the observed graph is replayed with each `Observer`
-replaced by a `FakeQuant` layer holding its collected range, and the TFLite
-converter reads those ranges as it would from a quantization-aware-trained
-model. The other modes convert the float graph (observers dropped).
-
-Files are written atomically: the model is converted and checked in memory,
-written to a temporary file in the destination folder and renamed over the
-destination, so a failed export never leaves a partial file nor replaces a
-good one.
+`export` validates its arguments, collects the model's ranges, converts
+(`conversion.convert`), writes the file atomically and, given validation
+data, compares float and quantized metrics. Files are written through a
+temporary file and a rename, so a failed export never leaves a partial file
+nor replaces a good one. `export_beside` is the save-time hook's export.
 """
 
 import contextlib
 import dataclasses
-import io
 import json
-import logging
 import os
 import tempfile
 import warnings
 
 import numpy as np
-import tensorflow as tf
-from keras.src import tree
-from tensorflow.lite.python.convert_phase import ConverterError
-from tensorflow.python.framework.convert_to_constants import (
-    convert_variables_to_constants_v2,
-)
 
-from keras_quant import calibration_stats
-from keras_quant import decomposition
+from keras_quant import conversion
 from keras_quant import evaluation
-from keras_quant import graph as graph_lib
-from keras_quant import inspection
-from keras_quant import litert
 from keras_quant import modes as modes_lib
 from keras_quant import tfmot_interop
-from keras_quant.errors import ExportError
 from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.errors import UnwritablePathError
-from keras_quant.layers import FakeQuant
-from keras_quant.layers import Split
 from keras_quant.modes import MODES
 from keras_quant.modes import Mode
-from keras_quant.modes import Route
 from keras_quant.observed_model import find_observers
-from keras_quant.observers import Observer
 from keras_quant.observers import read
-from keras_quant.qat import QuantizeWeights
 
 TFLITE_SUFFIX = ".tflite"
 
@@ -144,9 +121,9 @@ def export(
     mode = modes_lib.parse_mode(mode)
     io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
     filepath = _check_filepath(filepath)
-    _check_model(model)
+    conversion.check_model(model)
     ranges = collect_ranges(model, mode)
-    tflite = convert(model, mode, io_dtype)
+    tflite = conversion.convert(model, mode, io_dtype)
     float32_size = len(tflite) if mode is Mode.FLOAT32 else _float32_size(model)
     write_atomically(filepath, tflite)
     comparison = {}
@@ -210,219 +187,8 @@ def collect_ranges(model, mode):
     return {o.point: o.range() for o in observers}
 
 
-def convert(model, mode, io_dtype=None):
-    """Converts `model` in `mode` and checks the result; returns bytes.
-
-    Unlike `export`, writes nothing and computes no report.
-
-    >>> inputs = keras.Input((3,))
-    >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-    >>> convert(model, "float16")[4:8]
-    b'TFL3'
-    """
-    mode = modes_lib.parse_mode(mode)
-    io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
-    if tfmot_interop.is_tf_keras_model(model):
-        tflite = tfmot_interop.convert(model, mode, io_dtype, _quiet)
-    else:
-        tflite = ROUTES[MODES[mode].route](model, mode, io_dtype)
-    _check_contract(tflite, mode)
-    return tflite
-
-
-def _check_model(model):
-    """Raises `UnsupportedModelError` unless keras-quant can export it."""
-    if not tfmot_interop.is_tf_keras_model(model):
-        graph_lib.as_functional(model)
-
-
-def _run_converter(keras_model, mode, io_dtype):
-    converter = make_converter(keras_model)
-    modes_lib.configure_converter(converter, mode, io_dtype)
-    try:
-        with _quiet():
-            return converter.convert()
-    except ConverterError as error:
-        reason = str(error).strip().splitlines()[0]
-        raise ExportError(
-            f"The TFLite converter cannot convert this model (mode "
-            f"{mode.value!r}): {reason}"
-        ) from error
-
-
-def make_converter(keras_model):
-    """A `TFLiteConverter` for `keras_model`, from a frozen function.
-
-    `from_keras_model` writes and reads back a SavedModel first; freezing
-    the serving function in memory gives the same model in about a third
-    of the time (0.11 s against 0.35 s on the demo model).
-    """
-
-    @tf.function
-    def serve(*inputs):
-        structured = tree.pack_sequence_as(
-            keras_model._inputs_struct, list(inputs)
-        )
-        return keras_model(structured, training=False)
-
-    specs = [
-        tf.TensorSpec(tensor.shape, tensor.dtype, name=_input_name(tensor))
-        for tensor in keras_model.inputs
-    ]
-    frozen = convert_variables_to_constants_v2(
-        serve.get_concrete_function(*specs)
-    )
-    with _quiet():
-        return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-
-
-def _input_name(tensor):
-    return tensor._keras_history.operation.name
-
-
-def _convert_float(model, mode, io_dtype):
-    return _run_converter(_float_graph(model), mode, io_dtype)
-
-
-def _convert_fake_quant(model, mode, io_dtype):
-    return _run_converter(_fake_quant_graph(model), mode, io_dtype)
-
-
-def _convert_16x8(model, mode, io_dtype):
-    int8_model = _convert_fake_quant(model, Mode.INT8, None)
-    with _quiet():
-        calibrated = calibration_stats.calibrated_float_model(
-            _float_graph(model), make_converter
-        )
-        injected = calibration_stats.inject_ranges(calibrated, int8_model)
-        tflite = calibration_stats.quantize_16x8(injected)
-    calibration_stats.check_against_simulation(
-        tflite, _fake_quant_graph(model, bits=16), _input_ranges(model)
-    )
-    return tflite
-
-
-def _input_ranges(model):
-    graph = graph_lib.trace(model)
-    observers = {
-        op.inputs[0]: op.layer
-        for op in graph.ops
-        if isinstance(op.layer, Observer)
-    }
-    return [observers[key].range() for key in graph.inputs]
-
-
-ROUTES = {
-    Route.FLOAT: _convert_float,
-    Route.FAKE_QUANT: _convert_fake_quant,
-    Route.STATISTICS: _convert_16x8,
-}
-
-
-def _fake_quant_graph(model, bits=8):
-    """The graph TFLite will compute: split layers as their steps, and a
-    fake-quant with its collected range in place of each observer.
-
-    With `bits=16` the ranges are made symmetric, as int16 activations are:
-    a simulation of the 16x8 model in Keras.
-    """
-
-    def fake_quant(observer, value):
-        low, high = observer.range()
-        if bits == 16:
-            bound = max(-low, high)
-            return FakeQuant(-bound, bound, 16, narrow_range=True)(value)
-        return FakeQuant(low, high)(value)
-
-    def call_op(op, args, kwargs):
-        if isinstance(op.layer, Observer):
-            return fake_quant(op.layer, args[0])
-        if isinstance(op.layer, Split):
-            value = args[0]
-            for step, part in decomposition.plan(
-                op.layer.layer, op.layer.parts
-            ):
-                value = decomposition.LayerStep(op.layer.layer, step)(value)
-                if part is not None:
-                    value = fake_quant(op.layer.observer_for(part), value)
-            return value
-        return _float_layer(op.layer)(*args, **kwargs)
-
-    return _rebuild(model, call_op)
-
-
-def _float_graph(model):
-    if not find_observers(model):
-        return model
-
-    def call_op(op, args, kwargs):
-        if isinstance(op.layer, Observer):
-            return args[0]
-        if isinstance(op.layer, Split):
-            return op.layer.layer(*args)
-        return _float_layer(op.layer)(*args, **kwargs)
-
-    return _rebuild(model, call_op)
-
-
-def _float_layer(layer):
-    """The layer itself, or the float layer a QAT wrapper fake-quantizes:
-    the converter quantizes its weights as `QuantizeWeights` simulates."""
-    return layer.layer if isinstance(layer, QuantizeWeights) else layer
-
-
-def _rebuild(model, call_op):
-    return graph_lib.trace(model).rebuild(call_op, name=model.name)
-
-
-def _check_contract(tflite, mode):
-    _check_loads(tflite)
-    if not MODES[mode].integer_io:
-        return
-    float_ops = inspection.summarize(tflite).float_ops()
-    if float_ops:
-        raise ExportError(
-            f"Mode {mode.value!r} must give a model with no float tensor, "
-            f"but these ops still compute in float: {sorted(set(float_ops))}. "
-            "keras-quant places no range on the layers behind them. Use "
-            "mode='int8' (float fallback), or replace those layers with "
-            "ones TFLite quantizes."
-        )
-
-
-def _check_loads(tflite):
-    """Refuses a model LiteRT (with its default XNNPACK delegate) cannot
-    prepare, rather than writing a file that fails on the device."""
-    try:
-        litert.interpreter(tflite).allocate_tensors()
-    except (RuntimeError, ValueError) as error:
-        raise ExportError(
-            f"LiteRT cannot prepare the converted model: {error}. Check the "
-            "ranges in the report for degenerate points, or export 'int8'."
-        ) from error
-
-
 def _float32_size(model):
-    return len(convert(model, Mode.FLOAT32))
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silences the converter's prints, warnings and absl log lines.
-
-    Among them: absl's note that a concrete function converted without its
-    trackable object takes the "deprecated conversion path" (decision D13).
-    """
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with contextlib.redirect_stdout(io.StringIO()):
-                yield
-    finally:
-        absl.setLevel(level)
+    return len(conversion.convert(model, Mode.FLOAT32))
 
 
 def _check_filepath(filepath):

@@ -5,7 +5,7 @@ must hold no float tensor) and to test the TFLite quantization spec.
 
 Example:
 
->>> from keras_quant.exporter import convert
+>>> from keras_quant.conversion import convert
 >>> inputs = keras.Input((3,))
 >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
 >>> tflite = convert(model, "float32")

@@ -6,7 +6,7 @@ parameters, so a quantized model is called exactly like the Keras model.
 
 Example:
 
->>> from keras_quant.exporter import convert
+>>> from keras_quant.conversion import convert
 >>> inputs = keras.Input((3,))
 >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
 >>> tflite = convert(model, "float32")

@@ -3,7 +3,7 @@
 `MODES` is the one table from a `Mode` to what it means: whether it needs
 activation ranges (and at which bit width), and the converter settings.
 `configure_converter` applies a row to a `tf.lite.TFLiteConverter`, and
-`exporter.ROUTES` maps a row's `route` to its conversion function; nothing
+`conversion.ROUTES` maps a row's `route` to its conversion function; nothing
 else in keras-quant branches on the mode.
 
 | mode        | weights         | activations     | input/output        |

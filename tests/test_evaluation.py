@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_quant import conversion
 from keras_quant import evaluation
-from keras_quant import exporter
 from keras_quant import litert
 
 
@@ -26,7 +26,7 @@ def test_uncompiled_model_has_no_metrics():
 
 
 def test_dataset_and_arrays_compare_the_same(calibrated_cnn, digits):
-    tflite = exporter.convert(calibrated_cnn, "int8")
+    tflite = conversion.convert(calibrated_cnn, "int8")
     x, y = digits["test"]
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(40)
     from_arrays = evaluation.compare(calibrated_cnn, tflite, (x, y))
@@ -42,7 +42,7 @@ def test_dataset_and_arrays_compare_the_same(calibrated_cnn, digits):
 
 def test_comparison_does_not_move_ranges(calibrated_cnn, digits):
     before = [o.range() for o in calibrated_cnn.observers]
-    tflite = exporter.convert(calibrated_cnn, "float16")
+    tflite = conversion.convert(calibrated_cnn, "float16")
     evaluation.compare(
         calibrated_cnn, tflite, (digits["test"][0] * 5, digits["test"][1])
     )

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_quant
-from keras_quant import exporter
+from keras_quant import conversion
 from keras_quant import inspection
 from keras_quant import litert
 from keras_quant.errors import NonFiniteActivationError
@@ -26,7 +26,7 @@ def converted(calibrated_models):
         key = (architecture, mode, io_dtype)
         if key not in cache:
             model = calibrated_models[architecture]
-            cache[key] = exporter.convert(model, mode, io_dtype)
+            cache[key] = conversion.convert(model, mode, io_dtype)
         return inspection.summarize(cache[key]), cache[key]
 
     return get
@@ -138,7 +138,7 @@ def converter_int8(model, samples):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
-    with exporter._quiet():
+    with conversion.quiet():
         return converter.convert()
 
 
@@ -368,7 +368,7 @@ def test_layers_tflite_splits_are_fully_quantized(case, mode):
         for layer in PREPROCESSING_AND_TRANSPOSED[case]
     ]
     observed = observed_on(stack, (8, 8, 2), data)
-    tflite = exporter.convert(observed, mode)
+    tflite = conversion.convert(observed, mode)
     assert inspection.summarize(tflite).float_ops() in (
         [],
         ["QUANTIZE", "DEQUANTIZE"],

@@ -4,7 +4,7 @@ import pytest
 from keras import layers
 
 import keras_quant
-from keras_quant import exporter
+from keras_quant import conversion
 from keras_quant import litert
 
 
@@ -32,7 +32,9 @@ def two_in_two_out():
 @pytest.mark.parametrize("mode", ["float32", "int8", "int8_only", "int16x8"])
 def test_inputs_and_outputs_keep_keras_order(two_in_two_out, mode):
     observed, data = two_in_two_out
-    outputs = litert.run(exporter.convert(observed, mode), data, batch_size=10)
+    outputs = litert.run(
+        conversion.convert(observed, mode), data, batch_size=10
+    )
     expected = observed.predict(data, verbose=0)
     assert [o.shape for o in outputs] == [(64, 2), (64, 7)]
     for got, want in zip(outputs, expected):
@@ -42,9 +44,9 @@ def test_inputs_and_outputs_keep_keras_order(two_in_two_out, mode):
 
 def test_integer_io_is_quantized_and_dequantized(calibrated_cnn, digits):
     x = digits["test"][0]
-    float_out = litert.run(exporter.convert(calibrated_cnn, "int8"), x)
+    float_out = litert.run(conversion.convert(calibrated_cnn, "int8"), x)
     for io_dtype in ("int8", "uint8"):
-        tflite = exporter.convert(calibrated_cnn, "int8_only", io_dtype)
+        tflite = conversion.convert(calibrated_cnn, "int8_only", io_dtype)
         integer_out = litert.run(tflite, x)
         assert integer_out.dtype == np.float32
         # Same integer kernels inside: int8 and uint8 I/O differ only by
@@ -64,7 +66,7 @@ def test_quantize_rounds_and_saturates():
 
 
 def test_latency_runs_the_model_on_the_sample(calibrated_cnn, digits):
-    tflite = exporter.convert(calibrated_cnn, "int8_only")
+    tflite = conversion.convert(calibrated_cnn, "int8_only")
     seconds = litert.latency(tflite, digits["test"][0][:1], runs=5)
     assert isinstance(seconds, float) and seconds > 0
     with pytest.raises(ValueError):  # the sample's shape is checked

@@ -6,7 +6,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import keras_quant
-from keras_quant import exporter
+from keras_quant import conversion
 from keras_quant import inspection
 from keras_quant import litert
 from keras_quant import qat
@@ -40,7 +40,7 @@ def output_scale(summary):
 @pytest.mark.parametrize("name", ["small_cnn", "residual_cnn", "nested_cnn"])
 def test_litert_matches_the_keras_qat_model(trained_qat, digits, name):
     model = trained_qat[name]
-    tflite = exporter.convert(model, "int8_only")
+    tflite = conversion.convert(model, "int8_only")
     summary = inspection.summarize(tflite)
     x = digits["test"][0]
     difference = np.abs(litert.run(tflite, x) - model.predict(x, verbose=0))
@@ -72,7 +72,7 @@ def test_kernel_fake_quant_is_what_tflite_stores(trained_qat):
     simulated = keras.ops.convert_to_numpy(
         qat.fake_quantize_kernel(dense.kernel, (-1,))
     )
-    tflite = exporter.convert(model, "int8")
+    tflite = conversion.convert(model, "int8")
     summary = inspection.summarize(tflite)
     runner = litert.interpreter(tflite)
     runner.allocate_tensors()
