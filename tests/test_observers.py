@@ -6,6 +6,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from keras_quant import observers
+from keras_quant import ranges
 from keras_quant.observers import Observer
 from keras_quant.observers import read
 
@@ -142,9 +143,9 @@ def test_unknown_estimator_is_rejected(estimator):
     st.floats(-1e6, 1e6, allow_nan=False),
 )
 def test_widened_range_contains_zero_and_has_width(a, b):
-    low, high = observers.widen_range(min(a, b), max(a, b))
+    low, high = ranges.widen_range(min(a, b), max(a, b))
     assert low <= 0.0 <= high
-    assert high - low >= observers.MIN_RANGE_WIDTH
+    assert high - low >= ranges.MIN_RANGE_WIDTH
     assert low <= min(a, b, 0.0) and high >= max(a, b, 0.0)
 
 
@@ -155,9 +156,9 @@ def test_widened_range_contains_zero_and_has_width(a, b):
 )
 def test_histogram_range_is_monotone_and_inside(counts, percentile):
     counts = np.asarray(counts)
-    low, high = observers.histogram_range(counts, -1.0, 3.0, percentile)
+    low, high = ranges.histogram_range(counts, -1.0, 3.0, percentile)
     assert -1.0 <= low <= high <= 3.0
-    wider = observers.histogram_range(
+    wider = ranges.histogram_range(
         counts, -1.0, 3.0, min(100.0, percentile + 0.4)
     )
     assert wider[0] <= low + 1e-9 and wider[1] >= high - 1e-9
