@@ -139,8 +139,27 @@ def _normalize_center(layer, inputs):
 
 
 def _normalize_scale(layer, inputs):
-    spread = ops.maximum(ops.sqrt(layer.variance), keras.config.epsilon())
-    return inputs / ops.cast(spread, inputs.dtype)
+    return inputs / ops.cast(_normalize_spread(layer), inputs.dtype)
+
+
+def _normalize_spread(layer):
+    return ops.maximum(ops.sqrt(layer.variance), keras.config.epsilon())
+
+
+def constant_multiplier(layer):
+    """The constant a layer multiplies by (a TFLite MUL), or None.
+
+    BatchNormalization (when it does not fold), Normalization and
+    Rescaling each multiply by a constant vector, which TFLite quantizes
+    per tensor.
+    """
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return _bn_multiplier(layer)
+    if isinstance(layer, keras.layers.Normalization) and not layer.invert:
+        return 1.0 / _normalize_spread(layer)
+    if isinstance(layer, keras.layers.Rescaling):
+        return layer.scale
+    return None
 
 
 STEPS = {

@@ -472,3 +472,27 @@ def test_dead_activations_export_a_model_litert_runs(tmp_path):
         observed.predict(data, verbose=0),
         atol=float(np.ptp(observed.predict(data, verbose=0))) / 100,
     )
+
+
+def test_per_pixel_normalization_is_refused_for_integer_modes(
+    digits, good_file
+):
+    x = digits["train"][0]
+    normalization = keras.layers.Normalization(axis=(1, 2, 3), name="pixels")
+    normalization.adapt(x)  # some pixels never vary: 1/std reaches 1e7
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Dense(10)(
+        keras.layers.Flatten()(normalization(inputs))
+    )
+    observed = keras_quant.observe(keras.Model(inputs, outputs))
+    observed.predict(digits["val"][0], verbose=0)
+    for mode in ("int8", "int8_only", "int16x8"):
+        with pytest.raises(
+            keras_quant.ExportError, match="'pixels' multiplies"
+        ):
+            keras_quant.export(observed, good_file, mode)
+    assert_untouched(good_file)
+    result = keras_quant.export(
+        observed, good_file.parent / "f.tflite", "float16"
+    )
+    assert result.size_bytes > 0
