@@ -20,6 +20,7 @@ from keras_quant import conversion
 from keras_quant import evaluation
 from keras_quant import modes as modes_lib
 from keras_quant import tfmot_interop
+from keras_quant.errors import KerasQuantError
 from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.errors import UnwritablePathError
@@ -244,7 +245,10 @@ def export_beside(model, keras_path, modes):
     """Exports `modes` next to a saved `.keras` file, with a JSON report.
 
     Writes `<stem>_<mode>.tflite` for each mode and `<stem>.quant.json`.
-    Range-based modes on a model without ranges are skipped with a warning.
+    A mode that fails with a keras-quant error (no ranges yet, NaN
+    activations, a model the mode cannot hold) is skipped with a warning
+    and its reason recorded under `"skipped"`, so that a checkpoint save
+    never fails because of the export (decision D8).
 
     Returns:
         The list of `ExportResult`.
@@ -254,9 +258,11 @@ def export_beside(model, keras_path, modes):
     for mode in modes:
         try:
             results.append(export(model, f"{stem}_{mode}{TFLITE_SUFFIX}", mode))
-        except NotCalibratedError as error:
-            skipped[mode] = str(error)
-            warnings.warn(f"keras-quant skipped {mode!r} on save: {error}")
+        except KerasQuantError as error:
+            skipped[mode] = f"{type(error).__name__}: {error}"
+            warnings.warn(
+                f"keras-quant skipped {mode!r} on save: {skipped[mode]}"
+            )
     report = {
         "keras_file": os.path.basename(os.fspath(keras_path)),
         "exports": [r.to_dict() for r in results],

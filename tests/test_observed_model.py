@@ -140,6 +140,7 @@ def test_save_before_calibration_skips_range_modes(trained_cnn, tmp_path):
         "m_dynamic.tflite",
     ]
     report = json.loads((tmp_path / "m.quant.json").read_text())
+    assert report["skipped"]["int8"].startswith("NotCalibratedError")
     assert "image" in report["skipped"]["int8"]
 
 
@@ -186,3 +187,16 @@ def test_set_recording_reaches_already_traced_steps(digits):
     observed.fit(*digits["train"], epochs=1, batch_size=100, verbose=0)
     assert read(observed.observers[0].batches_seen_) == 11
     assert observed.observers[0].traced_mask == 2
+
+
+def test_save_with_nan_activations_still_saves(trained_cnn, digits, tmp_path):
+    observed = keras_quant.observe(trained_cnn, save_modes=("int8", "float16"))
+    x = digits["val"][0].copy()
+    x[0, 0, 0, 0] = np.nan
+    observed.predict(x, verbose=0)
+    with pytest.warns(UserWarning, match="NonFiniteActivationError"):
+        observed.save(tmp_path / "m.keras")
+    report = json.loads((tmp_path / "m.quant.json").read_text())
+    assert report["skipped"]["int8"].startswith("NonFiniteActivationError")
+    assert [e["mode"] for e in report["exports"]] == ["float16"]
+    assert (tmp_path / "m.keras").exists()
