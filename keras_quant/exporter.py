@@ -119,13 +119,74 @@ def export(
     >>> result.mode, result.io_dtype
     (<Mode.INT8_ONLY: 'int8_only'>, 'int8')
     """
+    return _export(model, filepath, mode, io_dtype, validation_data, batch_size)
+
+
+def export_many(
+    model,
+    filepaths,
+    *,
+    io_dtype=None,
+    validation_data=None,
+    batch_size=256,
+    on_error=None,
+):
+    """Exports several modes of one model, converting float32 once.
+
+    Args:
+        model: as for `export`.
+        filepaths: `{mode: filepath}`, in the order to export.
+        io_dtype: as for `export`; applied to integer input/output modes.
+        validation_data: as for `export`.
+        batch_size: as for `export`.
+        on_error: if given, `on_error(mode, error)` is called for a mode that
+            fails with a `KerasQuantError`, and the other modes go on;
+            otherwise the error is raised.
+
+    Returns:
+        The `ExportResult` of each mode that was written.
+    """
+    float32_sizes = {}
+    results = []
+    for mode, filepath in filepaths.items():
+        mode = modes_lib.parse_mode(mode)
+        mode_io = io_dtype if MODES[mode].integer_io else None
+        try:
+            results.append(
+                _export(
+                    model,
+                    filepath,
+                    mode,
+                    mode_io,
+                    validation_data,
+                    batch_size,
+                    float32_sizes,
+                )
+            )
+        except KerasQuantError as error:
+            if on_error is None:
+                raise
+            on_error(mode, error)
+    return results
+
+
+def _export(
+    model,
+    filepath,
+    mode,
+    io_dtype,
+    validation_data,
+    batch_size,
+    float32_sizes=None,
+):
     mode = modes_lib.parse_mode(mode)
     io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
     filepath = _check_filepath(filepath)
     conversion.check_model(model)
     ranges = collect_ranges(model, mode)
     tflite = conversion.convert(model, mode, io_dtype)
-    float32_size = len(tflite) if mode is Mode.FLOAT32 else _float32_size(model)
+    known = {} if float32_sizes is None else float32_sizes
+    float32_size = _float32_size(model, mode, tflite, known)
     write_atomically(filepath, tflite)
     comparison = {}
     if validation_data is not None:
@@ -188,8 +249,13 @@ def collect_ranges(model, mode):
     return {o.point: o.range() for o in observers}
 
 
-def _float32_size(model):
-    return len(conversion.convert(model, Mode.FLOAT32))
+def _float32_size(model, mode, tflite, known):
+    """The model's float32 size, converted once per `known` dict."""
+    if mode is Mode.FLOAT32:
+        known["size"] = len(tflite)
+    if "size" not in known:
+        known["size"] = len(conversion.convert(model, Mode.FLOAT32))
+    return known["size"]
 
 
 def _check_filepath(filepath):
@@ -254,15 +320,18 @@ def export_beside(model, keras_path, modes):
         The list of `ExportResult`.
     """
     stem = os.fspath(keras_path)[: -len(".keras")]
-    results, skipped = [], {}
-    for mode in modes:
-        try:
-            results.append(export(model, f"{stem}_{mode}{TFLITE_SUFFIX}", mode))
-        except KerasQuantError as error:
-            skipped[mode] = f"{type(error).__name__}: {error}"
-            warnings.warn(
-                f"keras-quant skipped {mode!r} on save: {skipped[mode]}"
-            )
+    skipped = {}
+
+    def skip(mode, error):
+        skipped[mode.value] = f"{type(error).__name__}: {error}"
+        reason = skipped[mode.value]
+        warnings.warn(f"keras-quant skipped {mode.value!r} on save: {reason}")
+
+    results = export_many(
+        model,
+        {mode: f"{stem}_{mode}{TFLITE_SUFFIX}" for mode in modes},
+        on_error=skip,
+    )
     report = {
         "keras_file": os.path.basename(os.fspath(keras_path)),
         "exports": [r.to_dict() for r in results],

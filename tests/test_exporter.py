@@ -496,3 +496,25 @@ def test_per_pixel_normalization_is_refused_for_integer_modes(
         observed, good_file.parent / "f.tflite", "float16"
     )
     assert result.size_bytes > 0
+
+
+def test_export_many_shares_one_float32_reference(calibrated_cnn, tmp_path):
+    results = keras_quant.exporter.export_many(
+        calibrated_cnn,
+        {mode: tmp_path / f"m_{mode}.tflite" for mode in ("int8", "float32")},
+    )
+    int8, float32 = results
+    assert int8.float32_size_bytes == float32.size_bytes
+    assert float32.size_ratio == 1.0
+
+
+def test_export_many_reports_failures_to_on_error(trained_cnn, tmp_path):
+    observed = keras_quant.observe(trained_cnn)  # never calibrated
+    failed = []
+    results = keras_quant.exporter.export_many(
+        observed,
+        {"int8": tmp_path / "a.tflite", "float16": tmp_path / "b.tflite"},
+        on_error=lambda mode, error: failed.append((mode.value, type(error))),
+    )
+    assert failed == [("int8", NotCalibratedError)]
+    assert [r.mode.value for r in results] == ["float16"]

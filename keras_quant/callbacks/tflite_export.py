@@ -7,7 +7,6 @@ import numpy as np
 
 from keras_quant import exporter as export_lib
 from keras_quant import modes as modes_lib
-from keras_quant.modes import MODES
 
 SAVE_FREQS = ("train_end", "epoch")
 MONITOR_MODES = {
@@ -137,18 +136,15 @@ class TFLiteExport(keras.callbacks.Callback):
             self._export(None, logs or {})
 
     def _export(self, epoch, logs):
-        self.results = []
-        for mode in self.modes:
-            path = self.filepath.format(mode=mode.value, epoch=epoch, **logs)
-            self.results.append(
-                export_lib.export(
-                    self.model,
-                    path,
-                    mode,
-                    io_dtype=self.io_dtype if MODES[mode].integer_io else None,
-                    validation_data=self.validation_data,
-                )
-            )
+        self.results = export_lib.export_many(
+            self.model,
+            {
+                mode: self.filepath.format(mode=mode.value, epoch=epoch, **logs)
+                for mode in self.modes
+            },
+            io_dtype=self.io_dtype,
+            validation_data=self.validation_data,
+        )
 
 
 def _improvement_test(monitor, mode):
