@@ -1,4 +1,5 @@
-"""16x8 export: collected ranges written into the converter's statistics.
+"""Collected ranges written into the converter's statistics: the route of
+16x8 export and of int8 export with layers kept float.
 
 The fake-quant route that serves int8 does not serve 16x8: the TF 2.21
 converter then stores int32 biases (LiteRT's int16 kernels read int64),
@@ -20,15 +21,21 @@ own 16x8 path works, but it calibrates on a representative dataset. So:
    apart (a hard_sigmoid's `+ 3` into the convolution's bias), and the
    aligned twins then disagree about what their tensor holds.
 
+int8 with `keep_float` layers takes the same route, quantizing in step 4
+with int8 activations and those layers' ops denylisted: the fake-quant
+route cannot leave one op float between quantized neighbours.
+
 Steps 1 and 4 use the converter's private calibration API, pinned by the
 tested TensorFlow version (see docs/decisions.md).
 """
 
 import difflib
+import re
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.lite.python import convert as tf_convert
 from tensorflow.lite.python.optimize import calibrator
 from tensorflow.lite.tools import flatbuffer_utils
 
@@ -120,9 +127,10 @@ def inject_ranges(calibrated, int8_model):
     missing = [name for i, name in enumerate(names) if i not in twins]
     if missing:
         raise ExportError(
-            "int16x8 export could not match these float ops with the int8 "
-            f"graph's: {missing}. Export mode='int8' instead, and report "
-            "this model to keras-quant."
+            "int16x8 (and int8 with `keep_float`) export could not match "
+            f"these float ops with the int8 graph's: {missing}. Export "
+            "mode='int8' without `keep_float`, and report this model to "
+            "keras-quant."
         )
     ranged = set()
     for index, found in zip(subgraph.inputs, input_ranges):
@@ -153,9 +161,10 @@ def _check_all_ranged(subgraph, float_ops, names, ranged):
     ]
     if unranged:
         raise ExportError(
-            "int16x8 needs a range for every activation, and keras-quant "
-            f"observes none for the outputs of these ops: {unranged}. They "
-            "stay float in mode='int8'; export that mode instead."
+            "int16x8 (and int8 with `keep_float`) needs a range for every "
+            "activation, and keras-quant observes none for the outputs of "
+            f"these ops: {unranged}. They stay float in mode='int8' without "
+            "`keep_float`; export that instead."
         )
 
 
@@ -184,6 +193,44 @@ def _set_range(tensor, found):
     quantization.max = np.array([found[1]], np.float32)
 
 
+def ops_in_scopes(calibrated, scopes):
+    """Names of the ops inside the given TensorFlow name scopes.
+
+    Args:
+        calibrated: `.tflite` bytes.
+        scopes: `{layer name: scope}`; TensorFlow may have suffixed a scope
+            with `_<n>`.
+
+    Raises:
+        ExportError: if the scope of some layer holds no op.
+    """
+    summary = inspection.summarize(calibrated)
+    names = [summary.tensors[op.outputs[0]].name for op in summary.ops]
+    found, empty = [], []
+    for layer, scope in scopes.items():
+        pattern = re.compile(rf"(^|/){re.escape(scope)}(_\d+)?/")
+        matching = [name for name in names if pattern.search(name)]
+        found.extend(matching)
+        if not matching:
+            empty.append(layer)
+    if empty:
+        raise ExportError(
+            f"These layers become no TFLite op of their own, so nothing can "
+            f"be kept float for them: {empty}. (A Dropout or a Flatten "
+            "computes nothing; a layer folded into its neighbour is kept "
+            "float by naming that neighbour.) Leave them out of `keep_float`."
+        )
+    return found
+
+
+def quantize_int8(calibrated, denylisted_nodes=()):
+    """Quantizes a model with min/max statistics to int8 (float I/O),
+    leaving the `denylisted_nodes` ops in float."""
+    return tf_convert.mlir_quantize(
+        calibrated, denylisted_nodes=set(denylisted_nodes)
+    )
+
+
 def quantize_16x8(calibrated):
     """Quantizes a model with min/max statistics to int16x8 (float I/O)."""
     wrapper = calibrator.Calibrator(calibrated)._calibrator
@@ -207,14 +254,18 @@ def quantize_16x8(calibrated):
 AGREEMENT = 0.1
 
 
-def check_against_simulation(model_16x8, simulation, input_ranges, samples=32):
-    """Raises `ExportError` if the 16x8 model strays from its simulation.
+def check_against_simulation(
+    tflite, simulation, input_ranges, mode, samples=32
+):
+    """Raises `ExportError` if a statistics-route model strays from its
+    simulation.
 
     Args:
-        model_16x8: the 16x8 model bytes.
+        tflite: the quantized model bytes.
         simulation: a Keras model computing the same graph with each range
-            applied as symmetric 16-bit fake-quant.
+            applied as fake-quant (symmetric 16-bit for 16x8).
         input_ranges: `(min, max)` of each model input.
+        mode: the `Mode` exported, for the message.
         samples: random inputs to compare on.
     """
     rng = np.random.default_rng(0)
@@ -226,15 +277,15 @@ def check_against_simulation(model_16x8, simulation, input_ranges, samples=32):
     ]
     structured = keras.tree.pack_sequence_as(simulation._inputs_struct, inputs)
     expected = _as_list(simulation.predict(structured, verbose=0))
-    found = _as_list(litert.run(model_16x8, inputs))
+    found = _as_list(litert.run(tflite, inputs))
     for want, got in zip(expected, found):
         width = float(np.ptp(want)) or 1.0
         if float(np.max(np.abs(want - got))) > AGREEMENT * width:
             raise ExportError(
-                "int16x8 export produced a model that disagrees with its "
-                "Keras simulation: the converter folded this graph "
-                "differently from the int8 one. Export mode='int8' "
-                "instead, and report this model to keras-quant."
+                f"{mode.value} export produced a model that disagrees with "
+                "its Keras simulation: the converter folded this graph "
+                "differently from the int8 one. Export mode='int8' without "
+                "`keep_float`, and report this model to keras-quant."
             )
 
 

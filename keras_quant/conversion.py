@@ -33,6 +33,7 @@ from keras_quant import modes as modes_lib
 from keras_quant import tfmot_interop
 from keras_quant.errors import ExportError
 from keras_quant.layers import FakeQuant
+from keras_quant.layers import NameScope
 from keras_quant.layers import Split
 from keras_quant.modes import MODES
 from keras_quant.modes import Mode
@@ -42,10 +43,17 @@ from keras_quant.observers import Observer
 from keras_quant.qat import QuantizeWeights
 
 
-def convert(model, mode, io_dtype=None):
+def convert(model, mode, io_dtype=None, keep_float=()):
     """Converts `model` in `mode` and checks the result; returns bytes.
 
     Unlike `export`, writes nothing and computes no report.
+
+    Args:
+        model: as for `keras_quant.export`.
+        mode: a `Mode` or its name.
+        io_dtype: as for `keras_quant.export`.
+        keep_float: names of layers whose TFLite ops stay float in `int8`
+            mode (their neighbours quantize and dequantize around them).
 
     >>> inputs = keras.Input((3,))
     >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
@@ -54,8 +62,12 @@ def convert(model, mode, io_dtype=None):
     """
     mode = modes_lib.parse_mode(mode)
     io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
+    keep_float = check_keep_float(model, mode, keep_float)
     if tfmot_interop.is_tf_keras_model(model):
         tflite = tfmot_interop.convert(model, mode, io_dtype, quiet)
+    elif keep_float:
+        check_multipliers(model)
+        tflite = _convert_int8_keeping_float(model, keep_float)
     else:
         if MODES[mode].needs_ranges:
             check_multipliers(model)
@@ -79,7 +91,7 @@ def check_multipliers(model):
         model: an observed or QAT model.
     """
     for op in graph_lib.trace(model).ops:
-        layer = op.layer.layer if isinstance(op.layer, Split) else op.layer
+        layer = _unsplit(op.layer)
         multiplier = decomposition.constant_multiplier(layer)
         if multiplier is None:
             continue
@@ -157,17 +169,78 @@ def _convert_fake_quant(model, mode, io_dtype):
 
 
 def _convert_16x8(model, mode, io_dtype):
-    int8_model = _convert_fake_quant(model, Mode.INT8, None)
     with quiet():
-        calibrated = calibration_stats.calibrated_float_model(
-            _float_graph(model), make_converter
-        )
-        injected = calibration_stats.inject_ranges(calibrated, int8_model)
-        tflite = calibration_stats.quantize_16x8(injected)
+        tflite = calibration_stats.quantize_16x8(_with_statistics(model))
     calibration_stats.check_against_simulation(
-        tflite, _fake_quant_graph(model, bits=16), _input_ranges(model)
+        tflite, _fake_quant_graph(model, bits=16), _input_ranges(model), mode
     )
     return tflite
+
+
+def _convert_int8_keeping_float(model, keep_float):
+    """int8 with the ops of the `keep_float` layers denylisted, through the
+    statistics route: the fake-quant route has no way to leave one op float
+    between two quantized neighbours."""
+    with quiet():
+        calibrated = _with_statistics(model, keep_float)
+        nodes = calibration_stats.ops_in_scopes(
+            calibrated, _float_scopes(keep_float)
+        )
+        tflite = calibration_stats.quantize_int8(calibrated, nodes)
+    calibration_stats.check_against_simulation(
+        tflite, _fake_quant_graph(model), _input_ranges(model), Mode.INT8
+    )
+    return tflite
+
+
+def _with_statistics(model, keep_float=()):
+    """The float `.tflite` of `model` carrying the collected int8 ranges as
+    calibration statistics (see `calibration_stats`)."""
+    int8_model = _convert_fake_quant(model, Mode.INT8, None)
+    calibrated = calibration_stats.calibrated_float_model(
+        _float_graph(model, keep_float), make_converter
+    )
+    return calibration_stats.inject_ranges(calibrated, int8_model)
+
+
+def _float_scopes(keep_float):
+    """`{layer name: name scope}` for layers kept float. The scopes are
+    numbered, not named after the layer: TensorFlow suffixes a reused scope
+    with `_1`, which would make `dense` look like `dense_1`."""
+    return {
+        name: f"keras_quant_float_{i}_" for i, name in enumerate(keep_float)
+    }
+
+
+def check_keep_float(model, mode, keep_float):
+    """`keep_float` as a tuple of known layer names, or raises ValueError."""
+    if isinstance(keep_float, str):
+        keep_float = [keep_float]
+    keep_float = tuple(dict.fromkeys(keep_float or ()))
+    if not keep_float:
+        return ()
+    if mode is not Mode.INT8:
+        raise ValueError(
+            "`keep_float` needs mode='int8', the one mode where float ops "
+            f"may sit between quantized ones. Received: mode={mode.value!r}."
+        )
+    if tfmot_interop.is_tf_keras_model(model):
+        raise ValueError(
+            "`keep_float` needs a Keras 3 model; tfmot decides what a "
+            "tf_keras model quantizes (`quantize_annotate_layer`)."
+        )
+    known = {
+        _float_layer(_unsplit(op.layer)).name
+        for op in graph_lib.trace(model).ops
+        if not isinstance(op.layer, Observer)
+    }
+    unknown = [name for name in keep_float if name not in known]
+    if unknown:
+        raise ValueError(
+            f"`keep_float` names layers that model '{model.name}' does not "
+            f"have: {unknown}. Its layers are: {sorted(known)}."
+        )
+    return keep_float
 
 
 def _input_ranges(model):
@@ -219,18 +292,28 @@ def _fake_quant_graph(model, bits=8):
     return _rebuild(model, call_op)
 
 
-def _float_graph(model):
-    if not find_observers(model):
+def _float_graph(model, keep_float=()):
+    """The float graph: observers dropped; each layer named in `keep_float`
+    called in a `NameScope` that marks its ops."""
+    if not find_observers(model) and not keep_float:
         return model
+    scopes = _float_scopes(keep_float)
 
     def call_op(op, args, kwargs):
         if isinstance(op.layer, Observer):
             return args[0]
+        layer = _float_layer(_unsplit(op.layer))
+        if layer.name in scopes:
+            layer = NameScope(layer, scopes[layer.name])
         if isinstance(op.layer, Split):
-            return op.layer.layer(*args)
-        return _float_layer(op.layer)(*args, **kwargs)
+            return layer(*args)
+        return layer(*args, **kwargs)
 
     return _rebuild(model, call_op)
+
+
+def _unsplit(layer):
+    return layer.layer if isinstance(layer, Split) else layer
 
 
 def _float_layer(layer):

@@ -48,6 +48,7 @@ class ExportResult:
             validation data (None without `validation_data`).
         quantized_metrics: the same for the `.tflite` model in LiteRT.
         max_abs_output_diff: largest output difference, float vs LiteRT.
+        keep_float: layers whose ops were kept float (`int8` only).
     """
 
     path: str
@@ -60,6 +61,7 @@ class ExportResult:
     float_metrics: dict = None
     quantized_metrics: dict = None
     max_abs_output_diff: float = None
+    keep_float: tuple = ()
 
     def metric_drop(self, name):
         """`float - quantized` for a metric both were evaluated on."""
@@ -70,6 +72,7 @@ class ExportResult:
         result = dataclasses.asdict(self)
         result["mode"] = self.mode.value
         result["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        result["keep_float"] = list(self.keep_float)
         return result
 
 
@@ -81,6 +84,7 @@ def export(
     io_dtype=None,
     validation_data=None,
     batch_size=256,
+    keep_float=(),
 ):
     """Writes `model` as a `.tflite` file in one quantization mode.
 
@@ -96,13 +100,17 @@ def export(
         validation_data: optional `(x, y)` or `tf.data.Dataset`; when given,
             the result carries float and quantized metrics.
         batch_size: batch size for the validation run. Defaults to `256`.
+        keep_float: names of layers to keep in float in `int8` mode: their
+            TFLite ops compute in float between quantized neighbours, for
+            layers that quantization hurts most (see `analyze`).
 
     Returns:
         An `ExportResult`.
 
     Raises:
-        ValueError: unknown mode, bad `io_dtype` or a path not ending in
-            `.tflite`.
+        ValueError: unknown mode, bad `io_dtype`, a path not ending in
+            `.tflite`, or `keep_float` naming unknown layers or used with
+            another mode than `int8`.
         UnsupportedModelError: not a Functional or Sequential Keras model.
         NotCalibratedError: a range-based mode on a model without ranges.
         NonFiniteActivationError: observers saw NaN or Inf values.
@@ -119,7 +127,15 @@ def export(
     >>> result.mode, result.io_dtype
     (<Mode.INT8_ONLY: 'int8_only'>, 'int8')
     """
-    return _export(model, filepath, mode, io_dtype, validation_data, batch_size)
+    return _export(
+        model,
+        filepath,
+        mode,
+        io_dtype,
+        validation_data,
+        batch_size,
+        keep_float=keep_float,
+    )
 
 
 def export_many(
@@ -178,13 +194,15 @@ def _export(
     validation_data,
     batch_size,
     float32_sizes=None,
+    keep_float=(),
 ):
     mode = modes_lib.parse_mode(mode)
     io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
     filepath = _check_filepath(filepath)
     conversion.check_model(model)
     ranges = collect_ranges(model, mode)
-    tflite = conversion.convert(model, mode, io_dtype)
+    keep_float = conversion.check_keep_float(model, mode, keep_float)
+    tflite = conversion.convert(model, mode, io_dtype, keep_float)
     known = {} if float32_sizes is None else float32_sizes
     float32_size = _float32_size(model, mode, tflite, known)
     write_atomically(filepath, tflite)
@@ -204,6 +222,7 @@ def _export(
         float32_size_bytes=float32_size,
         size_ratio=len(tflite) / float32_size,
         ranges=ranges,
+        keep_float=keep_float,
         **comparison,
     )
 

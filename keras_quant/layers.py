@@ -6,6 +6,8 @@
   softmax, a SeparableConv, a BatchNormalization that does not fold) and
   observes the tensor between those ops. It wraps the original layer, so
   weights stay shared.
+- `NameScope` names the TFLite ops of a layer, so that conversion can keep
+  them in float (`keep_float`).
 """
 
 import keras
@@ -130,3 +132,27 @@ class Split(keras.layers.Wrapper):
             for o in config["observers"]
         ]
         return cls(**config)
+
+
+class NameScope(keras.layers.Layer):
+    """Calls a layer under a name of its own, so that the ops it becomes in
+    a `.tflite` model can be found by that name.
+
+    Keras opens a name scope per layer call, and TFLite names each op after
+    the TensorFlow ops fused into it, so every op computing `layer` gets
+    `name` in its name. Used only in graphs built for conversion.
+
+    Args:
+        layer: the layer to call; its weights are used, not copied.
+        name: the scope, unique in the model.
+    """
+
+    def __init__(self, layer, name):
+        super().__init__(name=name)
+        self.layer = layer
+
+    def call(self, *args, **kwargs):
+        return self.layer(*args, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self.layer.compute_output_spec(*args, **kwargs)
