@@ -85,8 +85,9 @@ def observe(
     Args:
         model: a Functional or Sequential Keras 3 model; nested models are
             followed.
-        estimator: `"minmax"`, `"ema"` or `"percentile"`. Defaults to
-            `"minmax"`.
+        estimator: how ranges are estimated: `"minmax"`, `"ema"`,
+            `"percentile"`, `"mse"`, `"entropy"` or `"auto"` (see
+            `Observer`). Defaults to `"minmax"`.
         save_modes: modes that `save()` exports beside the `.keras` file.
             Defaults to `("int8",)`.
         **observer_kwargs: passed to every `Observer` (e.g. `percentile=`).

@@ -2,7 +2,7 @@
 
 An `Observer` sits at a quantization point. While it records, each batch
 updates its state: the running (or moving-average) min and max of the finite
-values, a histogram for the `"percentile"` estimator, and counts of batches
+values, a histogram for the histogram estimators, and counts of batches
 and of NaN/Inf values, which are skipped. The state lives in Keras
 variables, so it is saved in the `.keras` file and restored on load.
 
@@ -37,9 +37,9 @@ import numpy as np
 from keras import ops
 
 from keras_quant import distribution
+from keras_quant import ranges
 from keras_quant.ranges import MIN_RANGE_WIDTH
 from keras_quant.ranges import SILENT_RANGE_WIDTH
-from keras_quant.ranges import histogram_range
 from keras_quant.ranges import widen_range
 
 RECORD_OFF = 0
@@ -56,17 +56,34 @@ class Estimator:
         momentum: weight of the old state in each update; 0 keeps the
             running min/max, above 0 gives a moving average of batch min/max
             (and an exponentially forgetting histogram).
-        histogram: whether the range comes from the histogram's tails.
+        from_histogram: `from_histogram(counts, low, high, observer)` reads
+            the range off the observer's histogram; None for the min/max
+            estimators, which keep no histogram.
     """
 
     momentum: float
-    histogram: bool
+    from_histogram: object = None
+
+    @property
+    def histogram(self):
+        return self.from_histogram is not None
+
+
+def _percentile(counts, low, high, observer):
+    return ranges.histogram_range(counts, low, high, observer.percentile)
+
+
+def _ignoring_observer(estimate):
+    return lambda counts, low, high, observer: estimate(counts, low, high)
 
 
 ESTIMATORS = {
-    "minmax": Estimator(momentum=0.0, histogram=False),
-    "ema": Estimator(momentum=0.9, histogram=False),
-    "percentile": Estimator(momentum=0.0, histogram=True),
+    "minmax": Estimator(momentum=0.0),
+    "ema": Estimator(momentum=0.9),
+    "percentile": Estimator(momentum=0.0, from_histogram=_percentile),
+    "mse": Estimator(0.0, _ignoring_observer(ranges.mse_range)),
+    "entropy": Estimator(0.0, _ignoring_observer(ranges.entropy_range)),
+    "auto": Estimator(0.0, _ignoring_observer(ranges.auto_range)),
 }
 
 
@@ -86,20 +103,25 @@ class Observer(keras.layers.Layer):
 
     Args:
         estimator: `"minmax"` (running min and max), `"ema"` (moving average
-            of batch min and max) or `"percentile"` (histogram tails, for
-            heavy-tailed activations). Defaults to `"minmax"`.
+            of batch min and max), or one read off a histogram of the
+            values, for long-tailed activations: `"percentile"` (drops the
+            tails), `"mse"` (least quantization error), `"entropy"` (least
+            KL divergence, as TensorRT) or `"auto"` (`"mse"` where the tails
+            are long, min/max elsewhere; see `keras_quant.ranges`).
+            Defaults to `"minmax"`.
         point: name of the quantization point observed.
         fixed_range: `(min, max)` fixed by the TFLite spec, or None.
         percentile: for `"percentile"`, the share of values kept inside the
             range, in percent. Defaults to `99.99`.
-        num_bins: histogram bins for `"percentile"`. Defaults to `2048`.
+        num_bins: histogram bins of the histogram estimators. Defaults to
+            `2048`.
         quantize: also fake-quantize the tensor with the current range, as
             quantization-aware training does (see `keras_quant.qat`).
             Defaults to `False`: an identity.
         **kwargs: standard layer arguments (`name`, ...).
 
     Fitted state (Keras variables): `min_`, `max_`, `batches_seen_`,
-    `nonfinite_count_`, and `histogram_` for `"percentile"`.
+    `nonfinite_count_`, and `histogram_` for the histogram estimators.
     """
 
     def __init__(
@@ -390,11 +412,11 @@ class Observer(keras.layers.Layer):
         if not self.calibrated:
             raise RuntimeError(f"Observer '{self.point}' has seen no values.")
         if self.histogram_ is not None:
-            low, high = histogram_range(
+            low, high = ESTIMATORS[self.estimator].from_histogram(
                 read(self.histogram_),
                 read(self.histogram_min_),
                 read(self.histogram_max_),
-                self.percentile,
+                self,
             )
         else:
             low, high = read(self.min_), read(self.max_)

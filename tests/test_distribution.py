@@ -54,7 +54,9 @@ def mirrored():
     return strategy
 
 
-@pytest.mark.parametrize("estimator", ["minmax", "ema", "percentile"])
+@pytest.mark.parametrize(
+    "estimator", ["minmax", "ema", "percentile", "mse", "entropy"]
+)
 def test_validation_ranges_match_one_device(mirrored, digits, estimator):
     x, y = digits["train"][0][:512], digits["train"][1][:512]
 
