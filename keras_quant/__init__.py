@@ -27,6 +27,8 @@ from keras_quant.observed_model import observe
 from keras_quant.observed_model import reset_ranges
 from keras_quant.placement import find_points
 from keras_quant.qat import quantize_aware
+from keras_quant.sensitivity import Sensitivity
+from keras_quant.sensitivity import analyze
 
 __version__ = "0.1.0"
 
@@ -38,8 +40,10 @@ __all__ = [
     "NonFiniteActivationError",
     "NotCalibratedError",
     "ObservedModel",
+    "Sensitivity",
     "UnsupportedModelError",
     "UnwritablePathError",
+    "analyze",
     "callbacks",
     "compare",
     "export",

@@ -116,7 +116,8 @@ def check_model(model):
         graph_lib.as_functional(model)
 
 
-def _run_converter(keras_model, mode, io_dtype):
+def run_converter(keras_model, mode, io_dtype=None):
+    """Converts a plain Keras model (no observers) with `mode`'s settings."""
     converter = make_converter(keras_model)
     modes_lib.configure_converter(converter, mode, io_dtype)
     try:
@@ -161,18 +162,18 @@ def _input_name(tensor):
 
 
 def _convert_float(model, mode, io_dtype):
-    return _run_converter(_float_graph(model), mode, io_dtype)
+    return run_converter(_float_graph(model), mode, io_dtype)
 
 
 def _convert_fake_quant(model, mode, io_dtype):
-    return _run_converter(_fake_quant_graph(model), mode, io_dtype)
+    return run_converter(fake_quant_graph(model), mode, io_dtype)
 
 
 def _convert_16x8(model, mode, io_dtype):
     with quiet():
         tflite = calibration_stats.quantize_16x8(_with_statistics(model))
     calibration_stats.check_against_simulation(
-        tflite, _fake_quant_graph(model, bits=16), _input_ranges(model), mode
+        tflite, fake_quant_graph(model, bits=16), _input_ranges(model), mode
     )
     return tflite
 
@@ -188,7 +189,7 @@ def _convert_int8_keeping_float(model, keep_float):
         )
         tflite = calibration_stats.quantize_int8(calibrated, nodes)
     calibration_stats.check_against_simulation(
-        tflite, _fake_quant_graph(model), _input_ranges(model), Mode.INT8
+        tflite, fake_quant_graph(model), _input_ranges(model), Mode.INT8
     )
     return tflite
 
@@ -230,7 +231,7 @@ def check_keep_float(model, mode, keep_float):
             "tf_keras model quantizes (`quantize_annotate_layer`)."
         )
     known = {
-        _float_layer(_unsplit(op.layer)).name
+        layer_name(op.layer)
         for op in graph_lib.trace(model).ops
         if not isinstance(op.layer, Observer)
     }
@@ -260,20 +261,31 @@ ROUTES = {
 }
 
 
-def _fake_quant_graph(model, bits=8):
+def fake_quant_graph(model, bits=8, record=None):
     """The graph TFLite will compute: split layers as their steps, and a
     fake-quant with its collected range in place of each observer.
 
     With `bits=16` the ranges are made symmetric, as int16 activations are:
-    a simulation of the 16x8 model in Keras.
+    a simulation of the 16x8 model in Keras. With `bits=None` nothing is
+    quantized: the float graph, step by step.
+
+    Args:
+        model: an observed model.
+        bits: see above.
+        record: a dict that, if given, receives `{point: tensor}` for every
+            quantization point, in graph order (see `sensitivity`).
     """
 
     def fake_quant(observer, value):
         low, high = observer.range()
         if bits == 16:
             bound = max(-low, high)
-            return FakeQuant(-bound, bound, 16, narrow_range=True)(value)
-        return FakeQuant(low, high)(value)
+            value = FakeQuant(-bound, bound, 16, narrow_range=True)(value)
+        elif bits == 8:
+            value = FakeQuant(low, high)(value)
+        if record is not None:
+            record[observer.point] = value
+        return value
 
     def call_op(op, args, kwargs):
         if isinstance(op.layer, Observer):
@@ -310,6 +322,12 @@ def _float_graph(model, keep_float=()):
         return layer(*args, **kwargs)
 
     return _rebuild(model, call_op)
+
+
+def layer_name(layer):
+    """The name of the user's layer behind an op (unwrapping keras-quant's
+    `Split` and QAT wrappers)."""
+    return _float_layer(_unsplit(layer)).name
 
 
 def _unsplit(layer):

@@ -1,0 +1,250 @@
+"""Per-point sensitivity: how far each quantized tensor strays from float.
+
+`analyze` exports two probe models in which every quantization point is
+also a model output: the float graph as float32, and the fake-quant graph
+as int8, which TFLite quantizes exactly as it quantizes the exported
+model. Both run in LiteRT on the same real inputs; each point's int8
+tensor (dequantized) is compared with its float twin:
+
+- `sqnr_db`: signal-to-quantization-noise ratio, `10 log10(sum f^2 /
+  sum (f - q)^2)`; higher is better, about 6 dB per bit;
+- `relative_error`: `||f - q|| / ||f||`, the same ratio as a fraction;
+- `added_error`: `relative_error` minus the largest `relative_error` of the
+  points feeding this one: the error the layer between them adds, which
+  ranks layers for `keep_float` (errors only pile up downstream, so the
+  cumulative error alone would always blame the last layers).
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_quant import conversion
+from keras_quant import evaluation
+from keras_quant import exporter
+from keras_quant import graph as graph_lib
+from keras_quant import litert
+from keras_quant.layers import Split
+from keras_quant.modes import Mode
+from keras_quant.observers import Observer
+
+
+@dataclasses.dataclass(frozen=True)
+class PointError:
+    """The error of one quantization point.
+
+    Attributes:
+        point: the point's name (see `keras_quant.find_points`).
+        layer: the layer whose output it is; None for a model input.
+        sqnr_db: signal-to-quantization-noise ratio in dB (inf if exact).
+        relative_error: `||float - int8|| / ||float||`.
+        added_error: `relative_error` minus that of the points feeding it.
+    """
+
+    point: str
+    layer: str
+    sqnr_db: float
+    relative_error: float
+    added_error: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Sensitivity:
+    """Per-point errors of an int8 model against float, worst first.
+
+    Attributes:
+        points: a `PointError` per quantization point, largest
+            `relative_error` first.
+        samples: how many inputs were compared.
+    """
+
+    points: tuple
+    samples: int
+
+    def layers_by_added_error(self):
+        """Layer names, the one adding the most error first."""
+        ranked = sorted(self.points, key=lambda p: -p.added_error)
+        names = [p.layer for p in ranked if p.layer is not None]
+        return list(dict.fromkeys(names))
+
+    def table(self):
+        """The errors as a text table, worst first."""
+        rows = [("point", "layer", "SQNR dB", "rel. error", "added")]
+        rows += [
+            (
+                p.point,
+                p.layer or "(input)",
+                f"{p.sqnr_db:.1f}",
+                f"{p.relative_error:.4f}",
+                f"{p.added_error:+.4f}",
+            )
+            for p in self.points
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        return "\n".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths))
+            for row in rows
+        )
+
+    def to_dict(self):
+        """A JSON-ready dict (an exact point's `sqnr_db` becomes None)."""
+        return {
+            "samples": self.samples,
+            "points": [
+                {
+                    **dataclasses.asdict(p),
+                    "sqnr_db": None if np.isinf(p.sqnr_db) else p.sqnr_db,
+                }
+                for p in self.points
+            ],
+        }
+
+
+def analyze(model, data, samples=512, batch_size=256):
+    """Measures each quantization point's int8 error against float.
+
+    Args:
+        model: an observed model with collected ranges (as for `int8`).
+        data: real inputs: an array (or list of arrays), `(x, y)`, or a
+            `tf.data.Dataset` of `(x, y)` batches.
+        samples: how many inputs to use, from the start. Defaults to `512`.
+        batch_size: LiteRT batch size. Defaults to `256`.
+
+    Returns:
+        A `Sensitivity`.
+
+    Raises:
+        NotCalibratedError: the model has no ranges yet.
+        NonFiniteActivationError: its observers saw NaN or Inf values.
+
+    Example:
+
+    >>> inputs = keras.Input((4,), name="features")
+    >>> hidden = keras.layers.Dense(8, activation="relu", name="hidden")
+    >>> outputs = keras.layers.Dense(2, name="out")(hidden(inputs))
+    >>> model = keras_quant.observe(keras.Model(inputs, outputs))
+    >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    >>> _ = model.predict(x, verbose=0)
+    >>> result = keras_quant.analyze(model, x)
+    >>> [p.point for p in result.points][-1]
+    'features'
+    >>> all(p.sqnr_db > 30 for p in result.points)
+    True
+    """
+    exporter.collect_ranges(model, Mode.INT8)
+    tensors = point_tensors(model, _inputs(data, samples), batch_size)
+    upstream = _upstream_points(model)
+    layers = _point_layers(model)
+    errors = {
+        point: _relative_error(float_value, int8_value)
+        for point, (float_value, int8_value) in tensors.items()
+    }
+    points = [
+        PointError(
+            point=point,
+            layer=layers.get(point),
+            sqnr_db=_sqnr_db(errors[point]),
+            relative_error=errors[point],
+            added_error=errors[point]
+            - max((errors[up] for up in upstream[point]), default=0.0),
+        )
+        for point in tensors
+    ]
+    points.sort(key=lambda p: -p.relative_error)
+    first = next(iter(tensors.values()))[0]
+    return Sensitivity(points=tuple(points), samples=len(first))
+
+
+def point_tensors(model, x, batch_size=256):
+    """`{point: (float tensor, int8 tensor dequantized)}` from LiteRT.
+
+    Args:
+        model: an observed model with collected ranges.
+        x: model inputs (an array or a list of arrays).
+        batch_size: LiteRT batch size.
+    """
+    found = {}
+    for bits, mode in ((None, Mode.FLOAT32), (8, Mode.INT8)):
+        probe, points = _probe(model, bits)
+        tflite = conversion.run_converter(probe, mode)
+        outputs = litert.run(tflite, x, batch_size=batch_size)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        found[bits] = dict(zip(points, outputs))
+    return {
+        point: (found[None][point], found[8][point]) for point in found[None]
+    }
+
+
+def _probe(model, bits):
+    """The (fake-quant) graph of `model` with every point as an output;
+    returns the model and the points, in output order."""
+    record = {}
+    rebuilt = conversion.fake_quant_graph(model, bits=bits, record=record)
+    return keras.Model(rebuilt.inputs, list(record.values())), list(record)
+
+
+def _inputs(data, samples):
+    if isinstance(data, tuple) or hasattr(data, "as_numpy_iterator"):
+        data = evaluation.as_arrays(data)[0]
+    if isinstance(data, (list, tuple)):
+        return [np.asarray(x)[:samples] for x in data]
+    return np.asarray(data)[:samples]
+
+
+def _relative_error(float_value, int8_value):
+    float_value = np.asarray(float_value, np.float64)
+    noise = float(np.sum((float_value - int8_value) ** 2))
+    signal = float(np.sum(float_value**2))
+    if signal == 0.0:
+        return 0.0 if noise == 0.0 else np.inf
+    return float(np.sqrt(noise / signal))
+
+
+def _sqnr_db(relative_error):
+    if relative_error == 0.0:
+        return np.inf
+    return float(-20.0 * np.log10(relative_error))
+
+
+def _point_layers(model):
+    """`{point: name of the layer computing it}`; model inputs are absent."""
+    graph = graph_lib.trace(model)
+    layers = {}
+    for op in graph.ops:
+        if isinstance(op.layer, Split):
+            for observer in op.layer.observers:
+                layers[observer.point] = op.layer.layer.name
+        elif isinstance(op.layer, Observer):
+            producer = graph.producer(op.inputs[0])
+            if producer is not None:
+                layers[op.layer.point] = conversion.layer_name(producer.layer)
+    return layers
+
+
+def _upstream_points(model):
+    """`{point: [points whose tensors flow into it with no point between]}`,
+    read off the symbolic graph of the fake-quant probe."""
+    record = {}
+    conversion.fake_quant_graph(model, record=record)
+    point_of = {id(value): point for point, value in record.items()}
+    upstream = {}
+    for point, value in record.items():
+        found, stack, seen = [], list(_inputs_of(value)), set()
+        while stack:
+            tensor = stack.pop()
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            if id(tensor) in point_of:
+                found.append(point_of[id(tensor)])
+            else:
+                stack.extend(_inputs_of(tensor))
+        upstream[point] = found
+    return upstream
+
+
+def _inputs_of(tensor):
+    """The input tensors of the layer call that produced `tensor`."""
+    operation, node_index, _ = tensor._keras_history
+    return list(operation._inbound_nodes[node_index].input_tensors)
