@@ -81,15 +81,19 @@ def compare(model, tflite, validation_data, batch_size=256):
     x, y = as_arrays(validation_data)
     float_pred = predict_float(model, x, batch_size)
     quant_pred = litert.run(tflite, x, batch_size=batch_size)
-    differences = [
-        float(np.max(np.abs(np.asarray(f) - np.asarray(q))))
-        for f, q in zip(_as_list(float_pred), _as_list(quant_pred))
-    ]
     return Comparison(
         float_metrics=metrics_from_predictions(model, y, float_pred),
         quantized_metrics=metrics_from_predictions(model, y, quant_pred),
-        max_abs_output_diff=max(differences),
+        max_abs_output_diff=max_abs_difference(float_pred, quant_pred),
         samples=len(_as_list(x)[0]),
+    )
+
+
+def max_abs_difference(float_pred, quant_pred):
+    """The largest |float - quantized| element over all outputs."""
+    return max(
+        float(np.max(np.abs(np.asarray(f) - np.asarray(q))))
+        for f, q in zip(_as_list(float_pred), _as_list(quant_pred))
     )
 
 
@@ -97,7 +101,7 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _is_compiled(model):
+def is_compiled(model):
     # Keras 3 says `compiled`; tf_keras (tfmot models) `_is_compiled`.
     return bool(
         getattr(model, "compiled", getattr(model, "_is_compiled", False))
@@ -109,7 +113,7 @@ def metrics_from_predictions(model, y, y_pred):
 
     Returns an empty dict for a model that was never compiled.
     """
-    if not _is_compiled(model):
+    if not is_compiled(model):
         return {}
     model.reset_metrics()
     y_pred = keras.tree.map_structure(keras.ops.convert_to_tensor, y_pred)

@@ -49,6 +49,9 @@ class ExportResult:
         quantized_metrics: the same for the `.tflite` model in LiteRT.
         max_abs_output_diff: largest output difference, float vs LiteRT.
         keep_float: layers whose ops were kept float (`int8` only).
+        selection: for `mode="auto"`, the `Selection`: every candidate
+            tried with its measured size, accuracy and latency, and why
+            the written one was chosen.
     """
 
     path: str
@@ -62,6 +65,7 @@ class ExportResult:
     quantized_metrics: dict = None
     max_abs_output_diff: float = None
     keep_float: tuple = ()
+    selection: object = None
 
     def metric_drop(self, name):
         """`float - quantized` for a metric both were evaluated on."""
@@ -73,6 +77,8 @@ class ExportResult:
         result["mode"] = self.mode.value
         result["ranges"] = {k: list(v) for k, v in self.ranges.items()}
         result["keep_float"] = list(self.keep_float)
+        if self.selection is not None:
+            result["selection"] = self.selection.to_dict()
         return result
 
 
@@ -85,6 +91,8 @@ def export(
     validation_data=None,
     batch_size=256,
     keep_float=(),
+    max_accuracy_drop=None,
+    target=None,
 ):
     """Writes `model` as a `.tflite` file in one quantization mode.
 
@@ -94,8 +102,10 @@ def export(
             loaded from such a `.keras` file.
         filepath: destination ending in `.tflite`; missing folders are made.
         mode: one of `"float32"`, `"dynamic"`, `"int8"` (float fallback,
-            float input/output), `"int8_only"`, `"float16"`, `"int16x8"`.
-            Defaults to `"int8"`.
+            float input/output), `"int8_only"`, `"float16"`, `"int16x8"`;
+            or `"auto"`: the smallest, fastest mode for `target` whose
+            accuracy on `validation_data` is within `max_accuracy_drop` of
+            float (see `keras_quant.selection`). Defaults to `"int8"`.
         io_dtype: `"int8"` (default) or `"uint8"`, for `"int8_only"` only.
         validation_data: optional `(x, y)` or `tf.data.Dataset`; when given,
             the result carries float and quantized metrics.
@@ -103,6 +113,14 @@ def export(
         keep_float: names of layers to keep in float in `int8` mode: their
             TFLite ops compute in float between quantized neighbours, for
             layers that quantization hurts most (see `analyze`).
+        max_accuracy_drop: for `"auto"`: how much worse than float the
+            model's first compiled metric may get, in points (hundredths)
+            for a metric that grows like accuracy, in percent of the float
+            value for one that shrinks (and for the loss, used when there
+            is no metric). Defaults to `1.0`.
+        target: for `"auto"`: `"cpu"` (default), `"gpu"`, or
+            `"integer_only"` (microcontrollers, Edge TPU-like
+            accelerators).
 
     Returns:
         An `ExportResult`.
@@ -127,6 +145,25 @@ def export(
     >>> result.mode, result.io_dtype
     (<Mode.INT8_ONLY: 'int8_only'>, 'int8')
     """
+    if mode == "auto":
+        from keras_quant import selection  # it builds on this module
+
+        return selection.export_auto(
+            model,
+            filepath,
+            validation_data=validation_data,
+            max_accuracy_drop=1.0
+            if max_accuracy_drop is None
+            else (max_accuracy_drop),
+            target=target or "cpu",
+            io_dtype=io_dtype,
+            batch_size=batch_size,
+        )
+    if max_accuracy_drop is not None or target is not None:
+        raise ValueError(
+            "`max_accuracy_drop` and `target` choose a mode, so they need "
+            f"mode='auto'. Received: mode={mode!r}."
+        )
     return _export(
         model,
         filepath,
@@ -198,7 +235,7 @@ def _export(
 ):
     mode = modes_lib.parse_mode(mode)
     io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
-    filepath = _check_filepath(filepath)
+    filepath = check_filepath(filepath)
     conversion.check_model(model)
     ranges = collect_ranges(model, mode)
     keep_float = conversion.check_keep_float(model, mode, keep_float)
@@ -277,7 +314,7 @@ def _float32_size(model, mode, tflite, known):
     return known["size"]
 
 
-def _check_filepath(filepath):
+def check_filepath(filepath):
     path = os.fspath(filepath)
     if not path.endswith(TFLITE_SUFFIX):
         raise ValueError(

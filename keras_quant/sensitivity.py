@@ -25,6 +25,7 @@ from keras_quant import evaluation
 from keras_quant import exporter
 from keras_quant import graph as graph_lib
 from keras_quant import litert
+from keras_quant import text
 from keras_quant.layers import Split
 from keras_quant.modes import Mode
 from keras_quant.observers import Observer
@@ -81,11 +82,7 @@ class Sensitivity:
             )
             for p in self.points
         ]
-        widths = [max(len(row[i]) for row in rows) for i in range(5)]
-        return "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths))
-            for row in rows
-        )
+        return text.table(rows)
 
     def to_dict(self):
         """A JSON-ready dict (an exact point's `sqnr_db` becomes None)."""

@@ -130,6 +130,22 @@ def test_export_at_train_end(observed, digits, tmp_path):
     assert set(export.results[1].quantized_metrics) == {"loss", "accuracy"}
 
 
+def test_export_auto_at_train_end(observed, digits, tmp_path):
+    export = TFLiteExport(
+        tmp_path / "m_{mode}.tflite",
+        modes="auto",
+        validation_data=digits["val"],
+        target="integer_only",
+        max_accuracy_drop=2.0,
+    )
+    fit(observed, digits, [RangeCalibration(), export], epochs=2)
+    assert os.listdir(tmp_path) == ["m_auto.tflite"]
+    (result,) = export.results
+    assert result.mode.value == "int8_only"
+    assert result.selection.target == "integer_only"
+    assert result.selection.chosen.drop <= 2.0
+
+
 def test_export_every_epoch(observed, digits, tmp_path):
     export = TFLiteExport(tmp_path / "e{epoch}.tflite", save_freq="epoch")
     fit(observed, digits, [RangeCalibration(), export], epochs=2)
@@ -180,6 +196,7 @@ def test_export_best_only_needs_the_monitored_value(observed, digits, tmp_path):
         ({"save_best_only": True}, "save_freq='epoch'"),
         ({"mode": "up", "save_freq": "epoch"}, "Received: mode='up'"),
         ({"modes": ("int8",), "io_dtype": "uint8"}, "io_dtype"),
+        ({"modes": "auto"}, "validation_data"),
     ],
 )
 def test_bad_export_arguments(kwargs, message):

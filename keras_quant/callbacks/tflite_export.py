@@ -27,10 +27,13 @@ class TFLiteExport(keras.callbacks.Callback):
             `{mode}`, `{epoch}` and any key of the epoch logs, as in
             ModelCheckpoint. Must contain `{mode}` when several modes are
             exported. Defaults to `"model_{mode}.tflite"`.
-        modes: modes to export (see `keras_quant.Mode`). Defaults to
+        modes: modes to export (see `keras_quant.Mode`), or `"auto"` to
+            export the one mode `keras_quant.export(mode="auto")` chooses
+            (`{mode}` in `filepath` then reads `auto`). Defaults to
             `("int8",)`.
         validation_data: optional `(x, y)` or `tf.data.Dataset` to compare
             float and quantized metrics on; the results are in `results`.
+            Required by `"auto"`.
         save_freq: `"train_end"` or `"epoch"`. Defaults to `"train_end"`.
         monitor: metric for `save_best_only`. Defaults to `"val_loss"`.
         save_best_only: with `save_freq="epoch"`, export only when `monitor`
@@ -38,6 +41,8 @@ class TFLiteExport(keras.callbacks.Callback):
         mode: `"auto"`, `"min"` or `"max"`: how `monitor` improves.
             Defaults to `"auto"` (max for accuracy-like names, else min).
         io_dtype: `"int8"` or `"uint8"` for `"int8_only"`.
+        max_accuracy_drop: for `"auto"`, see `keras_quant.export`.
+        target: for `"auto"`, see `keras_quant.export`.
 
     Attributes:
         results: the `ExportResult` of the latest export, one per mode.
@@ -61,10 +66,21 @@ class TFLiteExport(keras.callbacks.Callback):
         save_best_only=False,
         mode="auto",
         io_dtype=None,
+        max_accuracy_drop=None,
+        target=None,
     ):
         super().__init__()
         self.filepath = os.fspath(filepath)
-        self.modes = tuple(modes_lib.parse_mode(m) for m in modes)
+        self.auto = modes == "auto" or tuple(modes) == ("auto",)
+        if self.auto and validation_data is None:
+            raise ValueError(
+                "modes='auto' measures every candidate mode on real data: "
+                "pass `validation_data=(x, y)`."
+            )
+        self.choice = {"max_accuracy_drop": max_accuracy_drop, "target": target}
+        self.modes = (
+            () if self.auto else tuple(modes_lib.parse_mode(m) for m in modes)
+        )
         if not self.filepath.endswith(export_lib.TFLITE_SUFFIX):
             raise ValueError(
                 "Expected `filepath` to end in '.tflite'. "
@@ -86,7 +102,7 @@ class TFLiteExport(keras.callbacks.Callback):
                 "`save_best_only=True` compares epochs, so it needs "
                 "save_freq='epoch'."
             )
-        if io_dtype is not None:
+        if io_dtype is not None and not self.auto:
             modes_lib.check_io_dtype(
                 modes_lib.Mode.INT8_ONLY
                 if modes_lib.Mode.INT8_ONLY in self.modes
@@ -136,6 +152,18 @@ class TFLiteExport(keras.callbacks.Callback):
             self._export(None, logs or {})
 
     def _export(self, epoch, logs):
+        if self.auto:
+            self.results = [
+                export_lib.export(
+                    self.model,
+                    self.filepath.format(mode="auto", epoch=epoch, **logs),
+                    "auto",
+                    validation_data=self.validation_data,
+                    io_dtype=self.io_dtype,
+                    **self.choice,
+                )
+            ]
+            return
         self.results = export_lib.export_many(
             self.model,
             {

@@ -1,0 +1,391 @@
+"""`mode="auto"`: the TFLite guide's decision tree, walked with measurements.
+
+`TARGETS` lists, per deployment target, the steps to try, smallest and
+fastest first. Each step converts the model, measures its size, its
+single-thread latency and its accuracy on the validation data in LiteRT,
+and the first one within the accuracy budget is written. One step is not a
+mode: `KEEP_FLOAT` is `int8` with the layers that add the most error
+(`keras_quant.analyze`) kept in float, one more at a time, for as long as
+the model stays smaller than float16 would be.
+
+| target         | steps                                                   |
+|----------------|---------------------------------------------------------|
+| `cpu`          | int8, int8+float layers, dynamic, int16x8, float16, fp32 |
+| `gpu`          | float16, float32                                        |
+| `integer_only` | int8_only                                               |
+"""
+
+import dataclasses
+
+import numpy as np
+
+from keras_quant import conversion
+from keras_quant import evaluation
+from keras_quant import exporter
+from keras_quant import litert
+from keras_quant import sensitivity
+from keras_quant import text
+from keras_quant.errors import ExportError
+from keras_quant.errors import KerasQuantError
+from keras_quant.modes import MODES
+from keras_quant.modes import Mode
+
+KEEP_FLOAT = "int8+float layers"
+
+TARGETS = {
+    "cpu": (
+        Mode.INT8,
+        KEEP_FLOAT,
+        Mode.DYNAMIC,
+        Mode.INT16X8,
+        Mode.FLOAT16,
+        Mode.FLOAT32,
+    ),
+    "gpu": (Mode.FLOAT16, Mode.FLOAT32),
+    "integer_only": (Mode.INT8_ONLY,),
+}
+
+# Metric names Keras maximizes when their metric object does not say.
+_HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "iou")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much worse than float a quantized model may be.
+
+    Attributes:
+        metric: the compiled metric judged (`"loss"` when there is none).
+        higher_is_better: whether the metric grows as the model improves.
+        float_value: the float Keras model's value on the validation data.
+        max_drop: the allowed drop: points (hundredths) of a metric that
+            grows, percent of the float value for one that shrinks.
+    """
+
+    metric: str
+    higher_is_better: bool
+    float_value: float
+    max_drop: float
+
+    def drop(self, value):
+        """How much worse `value` is than float, in the budget's unit."""
+        if self.higher_is_better:
+            return 100.0 * (self.float_value - value)
+        return 100.0 * (value - self.float_value) / abs(self.float_value)
+
+    @property
+    def unit(self):
+        return "points" if self.higher_is_better else "%"
+
+    def describe(self):
+        return (
+            f"{self.metric} at most {self.max_drop:g} {self.unit} worse "
+            f"than float ({self.float_value:.4f})"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One measured candidate.
+
+    Attributes:
+        mode: the `Mode` converted.
+        keep_float: layers kept in float (`int8` only).
+        size_bytes: size of the `.tflite` model, or None if it failed.
+        metric: the budget's metric in LiteRT, or None.
+        drop: `Budget.drop(metric)`, or None.
+        latency_us: median single-thread latency of one sample, in µs.
+        within_budget: whether `drop <= max_drop`.
+        note: why it failed, or None.
+    """
+
+    mode: Mode
+    keep_float: tuple = ()
+    size_bytes: int = None
+    metric: float = None
+    drop: float = None
+    latency_us: float = None
+    within_budget: bool = False
+    note: str = None
+
+    @property
+    def label(self):
+        if not self.keep_float:
+            return self.mode.value
+        return f"{self.mode.value} + float {list(self.keep_float)}"
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "mode": self.mode.value}
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What `mode="auto"` tried and why it chose what it chose.
+
+    Attributes:
+        target: the deployment target.
+        budget: the `Budget`.
+        trials: every `Trial`, in the order tried.
+        chosen: the `Trial` written.
+        reason: one paragraph explaining the choice.
+    """
+
+    target: str
+    budget: Budget
+    trials: tuple
+    chosen: Trial
+    reason: str
+
+    def table(self):
+        """The trials as a text table."""
+        rows = [("candidate", "size KB", self.budget.metric, "drop", "µs")]
+        for t in self.trials:
+            rows.append(
+                (
+                    t.label,
+                    _format(t.size_bytes and t.size_bytes / 1024, ".1f"),
+                    _format(t.metric, ".4f"),
+                    _format(t.drop, "+.2f"),
+                    _format(t.latency_us, ".1f"),
+                )
+            )
+        return text.table(rows)
+
+    def to_dict(self):
+        return {
+            "target": self.target,
+            "budget": dataclasses.asdict(self.budget),
+            "trials": [t.to_dict() for t in self.trials],
+            "chosen": self.chosen.to_dict(),
+            "reason": self.reason,
+        }
+
+
+def _format(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+@dataclasses.dataclass
+class _Search:
+    """What every step needs: the model, the data and the float baseline."""
+
+    model: object
+    x: object
+    y: object
+    budget: Budget
+    io_dtype: str
+    batch_size: int
+    float32_size: int
+    converted: dict = dataclasses.field(default_factory=dict)
+
+    def measure(self, mode, keep_float=()):
+        """Converts and measures one candidate; never raises for the
+        model's own failures (they become the trial's note)."""
+        io_dtype = (self.io_dtype or "int8") if MODES[mode].integer_io else None
+        try:
+            exporter.collect_ranges(self.model, mode)
+            tflite = conversion.convert(self.model, mode, io_dtype, keep_float)
+        except KerasQuantError as error:
+            return Trial(mode, keep_float, note=str(error))
+        predictions = litert.run(tflite, self.x, batch_size=self.batch_size)
+        value = evaluation.metrics_from_predictions(
+            self.model, self.y, predictions
+        )[self.budget.metric]
+        drop = self.budget.drop(value)
+        sample = [np.asarray(a)[:1] for a in _as_list(self.x)]
+        trial = Trial(
+            mode,
+            tuple(keep_float),
+            size_bytes=len(tflite),
+            metric=value,
+            drop=drop,
+            latency_us=1e6 * litert.latency(tflite, sample, runs=100),
+            within_budget=drop <= self.budget.max_drop,
+        )
+        self.converted[_key(trial)] = (tflite, predictions)
+        return trial
+
+
+def _key(trial):
+    return (trial.mode, trial.keep_float)
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _run_step(search, step):
+    """The trials of one step of a target's list."""
+    if step is KEEP_FLOAT:
+        return _try_keeping_float(search)
+    return [search.measure(step)]
+
+
+def _try_keeping_float(search):
+    """int8 with the layers adding the most error kept float, one more at a
+    time, until the budget is met or the model would be no smaller than
+    float16."""
+    try:
+        ranking = sensitivity.analyze(
+            search.model, search.x, batch_size=search.batch_size
+        ).layers_by_added_error()
+    except KerasQuantError as error:
+        return [Trial(Mode.INT8, note=str(error))]
+    trials = []
+    for count in range(1, len(ranking) + 1):
+        trial = search.measure(Mode.INT8, ranking[:count])
+        trials.append(trial)
+        too_big = (trial.size_bytes or 0) >= search.float32_size / 2
+        if trial.within_budget or too_big:
+            break
+    return trials
+
+
+def export_auto(
+    model,
+    filepath,
+    *,
+    validation_data,
+    max_accuracy_drop=1.0,
+    target="cpu",
+    io_dtype=None,
+    batch_size=256,
+):
+    """Chooses the mode for `target` and writes it; see `keras_quant.export`.
+
+    Returns:
+        An `ExportResult` whose `selection` is a `Selection`.
+
+    Raises:
+        ValueError: unknown target, no validation data, or a model that was
+            never compiled.
+        ExportError: no candidate met the budget (nothing is written).
+    """
+    if target not in TARGETS:
+        raise ValueError(
+            f"Expected `target` to be one of {sorted(TARGETS)}. Received: "
+            f"target={target!r}"
+        )
+    if not max_accuracy_drop >= 0:
+        raise ValueError(
+            "Expected `max_accuracy_drop` >= 0 (how much worse than float "
+            f"is acceptable). Received: max_accuracy_drop={max_accuracy_drop}"
+        )
+    if validation_data is None:
+        raise ValueError(
+            "mode='auto' measures every candidate on real data: pass "
+            "`validation_data=(x, y)` (or a `tf.data.Dataset`)."
+        )
+    if not evaluation.is_compiled(model):
+        raise ValueError(
+            f"mode='auto' judges accuracy with the model's compiled loss "
+            f"and metrics, and model '{model.name}' is not compiled. Call "
+            "`model.compile(loss=..., metrics=[...])` first."
+        )
+    filepath = exporter.check_filepath(filepath)
+    conversion.check_model(model)
+    x, y = evaluation.as_arrays(validation_data)
+    float_predictions = evaluation.predict_float(model, x, batch_size)
+    float_metrics = evaluation.metrics_from_predictions(
+        model, y, float_predictions
+    )
+    budget = _budget(model, float_metrics, max_accuracy_drop)
+    search = _Search(
+        model,
+        x,
+        y,
+        budget,
+        io_dtype,
+        batch_size,
+        len(conversion.convert(model, Mode.FLOAT32)),
+    )
+    trials = []
+    for step in TARGETS[target]:
+        trials.extend(_run_step(search, step))
+        if trials[-1].within_budget:
+            break
+    selection = _explain(target, budget, tuple(trials))
+    chosen = selection.chosen
+    tflite, predictions = search.converted[_key(chosen)]
+    exporter.write_atomically(filepath, tflite)
+    return exporter.ExportResult(
+        path=filepath,
+        mode=chosen.mode,
+        io_dtype=(io_dtype or "int8")
+        if MODES[chosen.mode].integer_io
+        else None,
+        size_bytes=chosen.size_bytes,
+        float32_size_bytes=search.float32_size,
+        size_ratio=chosen.size_bytes / search.float32_size,
+        ranges=exporter.collect_ranges(model, chosen.mode),
+        float_metrics=float_metrics,
+        quantized_metrics=evaluation.metrics_from_predictions(
+            model, y, predictions
+        ),
+        max_abs_output_diff=evaluation.max_abs_difference(
+            float_predictions, predictions
+        ),
+        keep_float=chosen.keep_float,
+        selection=selection,
+    )
+
+
+def _budget(model, float_metrics, max_drop):
+    names = [name for name in float_metrics if name != "loss"]
+    metric = names[0] if names else "loss"
+    return Budget(
+        metric=metric,
+        higher_is_better=_higher_is_better(model, metric),
+        float_value=float_metrics[metric],
+        max_drop=float(max_drop),
+    )
+
+
+def _higher_is_better(model, metric):
+    """Whether `metric` grows as the model improves, as Keras decides it
+    for `EarlyStopping(mode="auto")`: the metric's `_direction`, else its
+    name."""
+    if metric == "loss":
+        return False
+    for candidate in getattr(model, "metrics", []):
+        for inner in getattr(candidate, "metrics", [candidate]):
+            if inner.name == metric and hasattr(inner, "_direction"):
+                return inner._direction == "up"
+    return any(word in metric for word in _HIGHER_IS_BETTER)
+
+
+def _explain(target, budget, trials):
+    within = [t for t in trials if t.within_budget]
+    if not within:
+        listed = "; ".join(
+            f"{t.label}: " + (t.note or f"{t.drop:+.2f} {budget.unit}")
+            for t in trials
+        )
+        raise ExportError(
+            f"No candidate for target {target!r} kept {budget.describe()}. "
+            f"Tried: {listed}. Train with `keras_quant.quantize_aware`, "
+            "raise `max_accuracy_drop`, or choose another target."
+        )
+    chosen = within[0]
+    failed = [t for t in trials if t is not chosen]
+    history = "; ".join(_outcome(t, budget) for t in failed)
+    reason = (
+        f"Target {target!r} tries {_order(target)} in that order and takes "
+        f"the first within the budget ({budget.describe()}). "
+        + (f"{history}. " if history else "")
+        + f"{chosen.label} is within it ({chosen.drop:+.2f} {budget.unit}): "
+        f"{chosen.size_bytes / 1024:.1f} KB, {chosen.latency_us:.1f} µs."
+    )
+    return Selection(target, budget, trials, chosen, reason)
+
+
+def _outcome(trial, budget):
+    if trial.note:
+        return f"{trial.label} failed ({trial.note.split('. ')[0]})"
+    return f"{trial.label} missed it ({trial.drop:+.2f} {budget.unit})"
+
+
+def _order(target):
+    return ", ".join(
+        KEEP_FLOAT if step is KEEP_FLOAT else step.value
+        for step in TARGETS[target]
+    )

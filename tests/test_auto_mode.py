@@ -1,0 +1,201 @@
+"""mode="auto": every candidate measured, the first within budget written."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_quant
+from keras_quant import selection
+from keras_quant.modes import Mode
+
+
+def loss_only(model):
+    """The model compiled without metrics: the budget is on the loss."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.compile(loss="sparse_categorical_crossentropy")
+    return clone
+
+
+def export_auto(model, path, validation_data, **kwargs):
+    return keras_quant.export(
+        model, path, "auto", validation_data=validation_data, **kwargs
+    )
+
+
+@pytest.fixture
+def loss_judged_cnn(trained_cnn, digits):
+    """Judged on its loss, and calibrated on too few images (ranges too
+    narrow), so that int8 clearly misses a tight budget."""
+    observed = keras_quant.observe(loss_only(trained_cnn))
+    observed.evaluate(digits["val"][0][:2], digits["val"][1][:2], verbose=0)
+    return observed
+
+
+def test_int8_within_budget_is_taken_first(calibrated_cnn, digits, tmp_path):
+    result = export_auto(
+        calibrated_cnn,
+        tmp_path / "m.tflite",
+        digits["test"],
+        max_accuracy_drop=1.0,
+    )
+    (trial,) = result.selection.trials
+    assert trial.mode is Mode.INT8 and trial.within_budget
+    assert result.mode is Mode.INT8 and result.keep_float == ()
+    assert result.selection.budget.metric == "accuracy"
+    assert "int8 is within it" in result.selection.reason
+
+
+def test_layers_kept_float_in_order_until_the_budget_is_met(
+    loss_judged_cnn, digits, tmp_path
+):
+    # int8 raises the loss by some percent; allow a tenth of that.
+    plain = keras_quant.export(
+        loss_judged_cnn,
+        tmp_path / "plain.tflite",
+        validation_data=digits["val"],
+    )
+    increase = 100 * (
+        plain.quantized_metrics["loss"] / plain.float_metrics["loss"] - 1
+    )
+    assert increase > 1.0
+    budget = increase / 10
+    path = tmp_path / "auto.tflite"
+    result = export_auto(
+        loss_judged_cnn,
+        path,
+        digits["val"],
+        max_accuracy_drop=budget,
+    )
+    trials = result.selection.trials
+    assert trials[0].mode is Mode.INT8 and not trials[0].within_budget
+    assert trials[0].drop == pytest.approx(increase, rel=1e-4)
+    ranking = keras_quant.analyze(
+        loss_judged_cnn, digits["val"]
+    ).layers_by_added_error()
+    kept = [t for t in trials[1:] if t.mode is Mode.INT8]
+    for count, trial in enumerate(kept, start=1):
+        assert trial.keep_float == tuple(ranking[:count])
+    chosen = result.selection.chosen
+    assert chosen is trials[-1] and chosen.within_budget
+    assert all(not t.within_budget for t in trials[:-1])
+    assert chosen.drop <= budget
+    # What the result claims is what the written file measures.
+    assert os.path.getsize(path) == chosen.size_bytes == result.size_bytes
+    assert result.keep_float == chosen.keep_float
+    loss = keras.losses.SparseCategoricalCrossentropy()(
+        digits["val"][1], keras_quant.run_tflite(path, digits["val"][0])
+    )
+    assert float(loss) == pytest.approx(chosen.metric, rel=1e-5)
+    assert result.quantized_metrics["loss"] == pytest.approx(chosen.metric)
+    assert chosen.latency_us > 0
+
+
+def test_keep_float_trials_report_their_cost(loss_judged_cnn, digits, tmp_path):
+    result = export_auto(
+        loss_judged_cnn,
+        tmp_path / "m.tflite",
+        digits["val"],
+        max_accuracy_drop=0.5,
+        target="cpu",
+    )
+    trials = result.selection.trials
+    kept = [t for t in trials if t.keep_float]
+    assert kept, "int8 misses the budget: layers are kept float next"
+    for trial in kept:
+        assert trial.size_bytes < result.float32_size_bytes / 2 or (
+            trial is kept[-1]
+        )
+    sizes = [trials[0].size_bytes] + [t.size_bytes for t in kept]
+    assert sizes == sorted(sizes)  # each float layer costs bytes
+    table = result.selection.table().splitlines()
+    assert len(table) == 1 + len(trials)
+    assert result.to_dict()["selection"]["chosen"]["mode"] == result.mode.value
+
+
+def test_no_candidate_within_budget_writes_nothing(
+    loss_judged_cnn, digits, tmp_path
+):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"good model")
+    with pytest.raises(keras_quant.ExportError, match="int8_only: \\+"):
+        keras_quant.export(
+            loss_judged_cnn,
+            path,
+            "auto",
+            validation_data=digits["val"],
+            max_accuracy_drop=0.0,
+            target="integer_only",
+        )
+    assert path.read_bytes() == b"good model"
+    assert os.listdir(tmp_path) == ["m.tflite"]
+
+
+def test_float_model_skips_range_modes_with_their_reason(
+    trained_cnn, digits, tmp_path
+):
+    result = export_auto(
+        trained_cnn,
+        tmp_path / "m.tflite",
+        digits["val"],
+    )
+    first = result.selection.trials[0]
+    assert first.mode is Mode.INT8 and "no observers" in first.note
+    assert result.mode is Mode.DYNAMIC
+    assert "int8 failed" in result.selection.reason
+
+
+def test_gpu_target_takes_float16(calibrated_cnn, digits, tmp_path):
+    result = export_auto(
+        calibrated_cnn,
+        tmp_path / "m.tflite",
+        digits["val"],
+        target="gpu",
+    )
+    assert result.mode is Mode.FLOAT16
+    # Half the weight bytes, plus the graph's fixed overhead.
+    assert 0.5 < result.size_ratio < 0.65
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(target="tpu"), "target='tpu'"),
+        (dict(validation_data=None), "validation_data"),
+        (dict(max_accuracy_drop=-1), "max_accuracy_drop=-1"),
+    ],
+)
+def test_bad_arguments(calibrated_cnn, digits, tmp_path, kwargs, message):
+    arguments = {"validation_data": digits["val"], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        keras_quant.export(
+            calibrated_cnn, tmp_path / "m.tflite", "auto", **arguments
+        )
+    assert not os.listdir(tmp_path)
+
+
+def test_target_needs_auto(calibrated_cnn, tmp_path):
+    with pytest.raises(ValueError, match="need mode='auto'"):
+        keras_quant.export(calibrated_cnn, tmp_path / "m.tflite", target="gpu")
+
+
+def test_uncompiled_model_is_refused(digits, tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    with pytest.raises(ValueError, match="not compiled"):
+        keras_quant.export(
+            model, tmp_path / "m.tflite", "auto", validation_data=digits["val"]
+        )
+
+
+def test_budget_direction_follows_keras():
+    assert selection._higher_is_better(None, "accuracy")
+    assert selection._higher_is_better(None, "sparse_categorical_accuracy")
+    assert not selection._higher_is_better(None, "loss")
+    assert not selection._higher_is_better(None, "mean_absolute_error")
+    budget = selection.Budget("mae", False, 2.0, 1.0)
+    assert budget.drop(2.02) == pytest.approx(1.0)
+    assert np.isclose(selection.Budget("acc", True, 0.9, 1.0).drop(0.89), 1.0)
