@@ -193,6 +193,29 @@ def _set_range(tensor, found):
     quantization.max = np.array([found[1]], np.float32)
 
 
+def name_outputs(calibrated, scopes):
+    """Puts model outputs back in their layers' name scopes.
+
+    TensorFlow names a function's outputs `Identity`, `Identity_1`, ...,
+    and the op producing an output takes that name, losing its scope.
+
+    Args:
+        calibrated: `.tflite` bytes.
+        scopes: `{output position: scope}`.
+
+    Returns:
+        The model bytes with those output tensors renamed `<scope>/output`.
+    """
+    if not scopes:
+        return calibrated
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    subgraph = model.subgraphs[0]
+    for position, scope in scopes.items():
+        tensor = subgraph.tensors[subgraph.outputs[position]]
+        tensor.name = f"{scope}/output_{position}".encode()
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def ops_in_scopes(calibrated, scopes):
     """Names of the ops inside the given TensorFlow name scopes.
 

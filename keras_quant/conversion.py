@@ -182,16 +182,45 @@ def _convert_int8_keeping_float(model, keep_float):
     """int8 with the ops of the `keep_float` layers denylisted, through the
     statistics route: the fake-quant route has no way to leave one op float
     between two quantized neighbours."""
+    scopes = _float_scopes(keep_float)
+    outputs = {
+        position: scopes[name]
+        for position, name in enumerate(_output_layers(model))
+        if name in scopes
+    }
     with quiet():
-        calibrated = _with_statistics(model, keep_float)
-        nodes = calibration_stats.ops_in_scopes(
-            calibrated, _float_scopes(keep_float)
+        calibrated = calibration_stats.name_outputs(
+            _with_statistics(model, keep_float), outputs
         )
+        nodes = calibration_stats.ops_in_scopes(calibrated, scopes)
         tflite = calibration_stats.quantize_int8(calibrated, nodes)
+    simulation = fake_quant_graph(
+        model, float_points=_float_points(model, keep_float)
+    )
     calibration_stats.check_against_simulation(
-        tflite, fake_quant_graph(model), _input_ranges(model), Mode.INT8
+        tflite, simulation, _input_ranges(model), Mode.INT8
     )
     return tflite
+
+
+def _float_points(model, keep_float):
+    """Points that stay float when `keep_float` layers are kept float: those
+    computed by a kept layer and read by kept layers only (or by nobody:
+    a model output)."""
+    graph = graph_lib.trace(model)
+    points = set()
+    for op in graph.ops:
+        if isinstance(op.layer, Split) and layer_name(op.layer) in keep_float:
+            points.update(o.point for o in op.layer.observers)
+        if not isinstance(op.layer, Observer):
+            continue
+        producer = graph.producer(op.inputs[0])
+        readers = graph.consumers(op.outputs[0])
+        if producer is not None and all(
+            layer_name(o.layer) in keep_float for o in [producer, *readers]
+        ):
+            points.add(op.layer.point)
+    return points
 
 
 def _with_statistics(model, keep_float=()):
@@ -202,6 +231,19 @@ def _with_statistics(model, keep_float=()):
         _float_graph(model, keep_float), make_converter
     )
     return calibration_stats.inject_ranges(calibrated, int8_model)
+
+
+def _output_layers(model):
+    """The name of the layer computing each model output (None for an
+    output that is a model input)."""
+    graph = graph_lib.trace(model)
+    names = []
+    for key in graph.outputs:
+        producer = graph.producer(key)
+        while producer is not None and isinstance(producer.layer, Observer):
+            producer = graph.producer(producer.inputs[0])
+        names.append(None if producer is None else layer_name(producer.layer))
+    return names
 
 
 def _float_scopes(keep_float):
@@ -261,7 +303,7 @@ ROUTES = {
 }
 
 
-def fake_quant_graph(model, bits=8, record=None):
+def fake_quant_graph(model, bits=8, record=None, float_points=()):
     """The graph TFLite will compute: split layers as their steps, and a
     fake-quant with its collected range in place of each observer.
 
@@ -274,11 +316,14 @@ def fake_quant_graph(model, bits=8, record=None):
         bits: see above.
         record: a dict that, if given, receives `{point: tensor}` for every
             quantization point, in graph order (see `sensitivity`).
+        float_points: points left float (layers kept float).
     """
 
     def fake_quant(observer, value):
         low, high = observer.range()
-        if bits == 16:
+        if observer.point in float_points:
+            pass
+        elif bits == 16:
             bound = max(-low, high)
             value = FakeQuant(-bound, bound, 16, narrow_range=True)(value)
         elif bits == 8:

@@ -116,7 +116,8 @@ def entropy_range(counts, low, high, levels=LEVELS):
     For each candidate range, values outside it are clipped onto its end
     bins (the reference distribution `P`); `Q` merges the bins inside into
     the int8 levels and spreads each level's mass back evenly over its
-    non-empty bins. Ranges narrower than `levels / 2` bins are not tried.
+    non-empty bins. Ranges of fewer bins than levels are not tried: they
+    would round nothing at the histogram's resolution.
 
     Student's t with two degrees of freedom, a long-tailed distribution:
 
@@ -134,7 +135,7 @@ def entropy_range(counts, low, high, levels=LEVELS):
         inside = np.flatnonzero(
             (centers >= candidate[0]) & (centers <= candidate[1])
         )
-        if len(inside) < levels // 2:
+        if len(inside) < levels:
             break
         divergence = _clipped_divergence(counts, centers, inside, candidate)
         if divergence < best:
@@ -143,21 +144,27 @@ def entropy_range(counts, low, high, levels=LEVELS):
 
 
 def _clipped_divergence(counts, centers, inside, candidate):
-    """KL(P || Q) of clipping to `candidate` and rounding to its grid."""
+    """KL(P || Q) of clipping to `candidate` and rounding to its grid.
+
+    `P` is the histogram with the clipped values piled on the end bins;
+    `Q` is built from the bins inside alone, so clipping costs divergence.
+    """
     first, last = inside[0], inside[-1]
-    reference = counts[first : last + 1].copy()
+    sliced = counts[first : last + 1]
+    reference = sliced.copy()
     reference[0] += counts[:first].sum()
     reference[-1] += counts[last + 1 :].sum()
     step = (candidate[1] - candidate[0]) / (LEVELS - 1)
     level = np.rint((centers[first : last + 1] - candidate[0]) / step)
     level = level.astype(np.int64)
-    occupied = reference > 0
-    mass = np.bincount(level, weights=reference)
+    occupied = sliced > 0
+    mass = np.bincount(level, weights=sliced)
     nonempty = np.bincount(level, weights=occupied)
     spread = np.where(occupied, mass[level] / np.maximum(nonempty[level], 1), 0)
     p = reference / reference.sum()
-    q = spread / spread.sum()
-    return float(np.sum(p[occupied] * np.log(p[occupied] / q[occupied])))
+    q = np.maximum(spread / max(spread.sum(), 1e-300), 1e-12)
+    kept = p > 0
+    return float(np.sum(p[kept] * np.log(p[kept] / q[kept])))
 
 
 # `auto_range` clips where the min/max range is this many times wider than

@@ -4,9 +4,10 @@
 fastest first. Each step converts the model, measures its size, its
 single-thread latency and its accuracy on the validation data in LiteRT,
 and the first one within the accuracy budget is written. One step is not a
-mode: `KEEP_FLOAT` is `int8` with the layers that add the most error
-(`keras_quant.analyze`) kept in float, one more at a time, for as long as
-the model stays smaller than float16 would be.
+mode: `KEEP_FLOAT` is `int8` with layers kept in float, one more at a
+time, in the order of what keeping each alone float gains
+(`keras_quant.analyze`), skipping a layer that would make the model no
+smaller than float16.
 
 | target         | steps                                                   |
 |----------------|---------------------------------------------------------|
@@ -175,7 +176,16 @@ class _Search:
     io_dtype: str
     batch_size: int
     float32_size: int
+    sizes: dict = dataclasses.field(default_factory=dict)
     converted: dict = dataclasses.field(default_factory=dict)
+
+    def float16_size(self):
+        """The model's size as float16, converted once."""
+        if "float16" not in self.sizes:
+            self.sizes["float16"] = len(
+                conversion.convert(self.model, Mode.FLOAT16)
+            )
+        return self.sizes["float16"]
 
     def measure(self, mode, keep_float=()):
         """Converts and measures one candidate; never raises for the
@@ -221,21 +231,31 @@ def _run_step(search, step):
 
 
 def _try_keeping_float(search):
-    """int8 with the layers adding the most error kept float, one more at a
-    time, until the budget is met or the model would be no smaller than
-    float16."""
+    """int8 with layers kept float, one more at a time, in the order of
+    what each gains alone, until the budget is met. A layer that would make
+    the model no smaller than float16 is skipped: float16 keeps every layer
+    at that size."""
     try:
         ranking = sensitivity.analyze(
             search.model, search.x, batch_size=search.batch_size
-        ).layers_by_added_error()
+        ).layers_to_keep_float()
     except KerasQuantError as error:
         return [Trial(Mode.INT8, note=str(error))]
-    trials = []
-    for count in range(1, len(ranking) + 1):
-        trial = search.measure(Mode.INT8, ranking[:count])
+    limit = search.float16_size()
+    trials, kept = [], []
+    for layer in ranking:
+        trial = search.measure(Mode.INT8, [*kept, layer])
+        if trial.size_bytes is not None and trial.size_bytes >= limit:
+            trial = dataclasses.replace(
+                trial,
+                within_budget=False,
+                note=f"{trial.size_bytes / 1024:.1f} KB, no smaller than "
+                f"float16 ({limit / 1024:.1f} KB)",
+            )
+        else:
+            kept.append(layer)
         trials.append(trial)
-        too_big = (trial.size_bytes or 0) >= search.float32_size / 2
-        if trial.within_budget or too_big:
+        if trial.within_budget:
             break
     return trials
 
@@ -379,8 +399,10 @@ def _explain(target, budget, trials):
 
 
 def _outcome(trial, budget):
-    if trial.note:
+    if trial.note and trial.drop is None:
         return f"{trial.label} failed ({trial.note.split('. ')[0]})"
+    if trial.note:
+        return f"{trial.label} was skipped ({trial.note})"
     return f"{trial.label} missed it ({trial.drop:+.2f} {budget.unit})"
 
 

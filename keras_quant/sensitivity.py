@@ -10,9 +10,16 @@ tensor (dequantized) is compared with its float twin:
   sum (f - q)^2)`; higher is better, about 6 dB per bit;
 - `relative_error`: `||f - q|| / ||f||`, the same ratio as a fraction;
 - `added_error`: `relative_error` minus the largest `relative_error` of the
-  points feeding this one: the error the layer between them adds, which
-  ranks layers for `keep_float` (errors only pile up downstream, so the
-  cumulative error alone would always blame the last layers).
+  points feeding this one: the error the layer between them adds (errors
+  pile up downstream, so the cumulative error alone blames the last
+  layers).
+
+Per layer, it also measures what keeping that one layer float would buy:
+the relative error of the model's outputs against float, in int8 and with
+the layer kept float (`LayerGain`). That ranks layers for `keep_float`:
+a point's own error is not all removable by keeping its layer float (the
+next int8 layer still reads the tensor rounded), so the ranking measures
+rather than infers. It costs one conversion per layer.
 """
 
 import dataclasses
@@ -26,6 +33,7 @@ from keras_quant import exporter
 from keras_quant import graph as graph_lib
 from keras_quant import litert
 from keras_quant import text
+from keras_quant.errors import KerasQuantError
 from keras_quant.layers import Split
 from keras_quant.modes import Mode
 from keras_quant.observers import Observer
@@ -51,6 +59,21 @@ class PointError:
 
 
 @dataclasses.dataclass(frozen=True)
+class LayerGain:
+    """What keeping one layer float does to the model's outputs.
+
+    Attributes:
+        layer: the layer's name.
+        output_error: relative error of the outputs with it kept float.
+        gain: int8's output error minus `output_error`.
+    """
+
+    layer: str
+    output_error: float
+    gain: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Sensitivity:
     """Per-point errors of an int8 model against float, worst first.
 
@@ -58,19 +81,23 @@ class Sensitivity:
         points: a `PointError` per quantization point, largest
             `relative_error` first.
         samples: how many inputs were compared.
+        output_error: relative error of the int8 model's outputs.
+        layers: a `LayerGain` per layer, largest gain first (empty if
+            `analyze` was asked for points only).
     """
 
     points: tuple
     samples: int
+    output_error: float = None
+    layers: tuple = ()
 
-    def layers_by_added_error(self):
-        """Layer names, the one adding the most error first."""
-        ranked = sorted(self.points, key=lambda p: -p.added_error)
-        names = [p.layer for p in ranked if p.layer is not None]
-        return list(dict.fromkeys(names))
+    def layers_to_keep_float(self):
+        """Layers whose float version lowers the output error, most first."""
+        return [g.layer for g in self.layers if g.gain > 0]
 
     def table(self):
-        """The errors as a text table, worst first."""
+        """The point errors as a text table, worst first; then, if
+        measured, the layers by what keeping each float gains."""
         rows = [("point", "layer", "SQNR dB", "rel. error", "added")]
         rows += [
             (
@@ -82,12 +109,24 @@ class Sensitivity:
             )
             for p in self.points
         ]
-        return text.table(rows)
+        if not self.layers:
+            return text.table(rows)
+        layers = [("layer kept float", "output error", "gain")]
+        layers += [
+            (g.layer, f"{g.output_error:.4f}", f"{g.gain:+.4f}")
+            for g in self.layers
+        ]
+        return (
+            f"{text.table(rows)}\n\nint8 output error: "
+            f"{self.output_error:.4f}\n{text.table(layers)}"
+        )
 
     def to_dict(self):
         """A JSON-ready dict (an exact point's `sqnr_db` becomes None)."""
         return {
             "samples": self.samples,
+            "output_error": self.output_error,
+            "layers": [dataclasses.asdict(g) for g in self.layers],
             "points": [
                 {
                     **dataclasses.asdict(p),
@@ -98,7 +137,7 @@ class Sensitivity:
         }
 
 
-def analyze(model, data, samples=512, batch_size=256):
+def analyze(model, data, samples=512, batch_size=256, per_layer=True):
     """Measures each quantization point's int8 error against float.
 
     Args:
@@ -107,6 +146,8 @@ def analyze(model, data, samples=512, batch_size=256):
             `tf.data.Dataset` of `(x, y)` batches.
         samples: how many inputs to use, from the start. Defaults to `512`.
         batch_size: LiteRT batch size. Defaults to `256`.
+        per_layer: also measure each layer kept float (one conversion per
+            layer). Defaults to `True`.
 
     Returns:
         A `Sensitivity`.
@@ -130,7 +171,8 @@ def analyze(model, data, samples=512, batch_size=256):
     True
     """
     exporter.collect_ranges(model, Mode.INT8)
-    tensors = point_tensors(model, _inputs(data, samples), batch_size)
+    x = _inputs(data, samples)
+    tensors = point_tensors(model, x, batch_size)
     upstream = _upstream_points(model)
     layers = _point_layers(model)
     errors = {
@@ -150,7 +192,47 @@ def analyze(model, data, samples=512, batch_size=256):
     ]
     points.sort(key=lambda p: -p.relative_error)
     first = next(iter(tensors.values()))[0]
-    return Sensitivity(points=tuple(points), samples=len(first))
+    output_error, gains = None, ()
+    if per_layer:
+        candidates = [p.layer for p in points if p.layer is not None]
+        output_error, gains = layer_gains(
+            model, x, list(dict.fromkeys(candidates)), batch_size
+        )
+    return Sensitivity(
+        points=tuple(points),
+        samples=len(first),
+        output_error=output_error,
+        layers=gains,
+    )
+
+
+def layer_gains(model, x, layers, batch_size=256):
+    """The int8 output error, and a `LayerGain` per layer, best first.
+
+    A layer `keep_float` refuses (it has no op of its own) is left out.
+    """
+    reference = _flat(evaluation.predict_float(model, x, batch_size))
+
+    def output_error(keep_float):
+        tflite = conversion.convert(model, Mode.INT8, keep_float=keep_float)
+        found = litert.run(tflite, x, batch_size=batch_size)
+        return _relative_error(reference, _flat(found))
+
+    int8_error = output_error(())
+    gains = []
+    for layer in layers:
+        try:
+            error = output_error([layer])
+        except KerasQuantError:
+            continue
+        gains.append(LayerGain(layer, error, int8_error - error))
+    gains.sort(key=lambda g: -g.gain)
+    return int8_error, tuple(gains)
+
+
+def _flat(outputs):
+    parts = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return np.concatenate([np.ravel(p) for p in parts])
 
 
 def point_tensors(model, x, batch_size=256):

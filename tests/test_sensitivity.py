@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_quant
+from keras_quant import conversion
 from keras_quant import sensitivity
 from keras_quant.observed_model import find_observers
 
@@ -66,9 +67,35 @@ def test_added_error_is_the_error_beyond_the_inputs(calibrated_models, digits):
     assert (
         len(inputs) == 1 and inputs[0].added_error == inputs[0].relative_error
     )
-    assert set(result.layers_by_added_error()) == {
-        p.layer for p in result.points if p.layer is not None
-    }
+
+
+def test_layer_gains_are_measured_output_errors(calibrated_cnn, digits):
+    x = digits["val"][0][:200]
+    result = keras_quant.analyze(calibrated_cnn, x)
+    reference = calibrated_cnn.predict(x, verbose=0)
+
+    def output_error(keep_float):
+        tflite = conversion.convert(
+            calibrated_cnn, "int8", keep_float=keep_float
+        )
+        found = keras_quant.run_tflite(tflite, x)
+        return np.linalg.norm(found - reference) / np.linalg.norm(reference)
+
+    assert result.output_error == pytest.approx(output_error(()), rel=1e-5)
+    layers = {p.layer for p in result.points if p.layer is not None}
+    assert {g.layer for g in result.layers} == layers
+    for found in result.layers:
+        assert found.output_error == pytest.approx(
+            output_error([found.layer]), rel=1e-5
+        )
+        assert found.gain == pytest.approx(
+            result.output_error - found.output_error
+        )
+    gains = [g.gain for g in result.layers]
+    assert gains == sorted(gains, reverse=True)
+    assert result.layers_to_keep_float() == [
+        g.layer for g in result.layers if g.gain > 0
+    ]
 
 
 def test_table_and_dict_list_every_point(calibrated_cnn, digits):
@@ -76,7 +103,8 @@ def test_table_and_dict_list_every_point(calibrated_cnn, digits):
     assert result.samples == 50
     lines = result.table().splitlines()
     assert lines[0].split()[:2] == ["point", "layer"]
-    assert len(lines) == 1 + len(result.points)
+    assert lines[len(result.points) + 3].startswith("layer kept float")
+    assert len(lines) == 1 + len(result.points) + 3 + len(result.layers)
     assert len(result.to_dict()["points"]) == len(result.points)
 
 
