@@ -1,4 +1,4 @@
-"""Runs the three keras-quant benchmarks and prints their figures.
+"""Runs the keras-quant benchmarks and prints their figures.
 
 (a) `fit_overhead`: extra `fit` time of an observed model (goal <= 5%).
 (b) `export_time`: int8 export from collected ranges vs the converter's
@@ -8,6 +8,8 @@
     the converter).
 (d) `qat_vs_tfmot`: float, post-training int8, keras-quant QAT and tfmot
     QAT on one architecture (goal: QAT within 0.5 points of tfmot).
+(e) `accuracy_guard`: `mode="auto"` on a denoiser with a tight budget, and
+    the range estimators on long-tailed activations.
 
 Each prints its own report, with the command that reproduces it alone; a
 summary of the headline figures follows. `make bench` runs this script.
@@ -16,6 +18,7 @@ Benchmarks print figures only; they assert nothing about them.
 
 import time
 
+import accuracy_guard
 import accuracy_vs_converter
 import common
 import export_time
@@ -27,6 +30,7 @@ BENCHMARKS = {
     "export_time": export_time,
     "accuracy_vs_converter": accuracy_vs_converter,
     "qat_vs_tfmot": qat_vs_tfmot,
+    "accuracy_guard": accuracy_guard,
 }
 
 
@@ -46,7 +50,7 @@ def parse_args(argv=None):
 def benchmark_argv(name, args):
     """The command line for one benchmark, from the shared options."""
     argv = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
-    if name in ("accuracy_vs_converter", "qat_vs_tfmot"):
+    if name in ("accuracy_vs_converter", "qat_vs_tfmot", "accuracy_guard"):
         return [*argv, "--seeds", str(args.seeds)]
     return [*argv, "--repeats", str(args.repeats), "--seed", str(args.seed)]
 
@@ -59,6 +63,7 @@ def print_summary(results, elapsed):
         "export_time": _print_export_time,
         "accuracy_vs_converter": _print_accuracy,
         "qat_vs_tfmot": _print_qat,
+        "accuracy_guard": _print_guard,
     }
     for name, found in results.items():
         printers[name](found)
@@ -99,6 +104,30 @@ def _print_qat(found):
         f"keras-quant QAT {mean['keras_quant']:.2f}, "
         f"tfmot QAT {mean['tfmot']:.2f}"
     )
+
+
+def _print_guard(found):
+    print(
+        "(e) mode='auto' on the denoiser (budget 0.1 % MAE), chosen per seed:"
+    )
+    for seed, part in found["auto"].items():
+        chosen = part["selection"].chosen
+        print(
+            f"    seed {seed}: {chosen.label}, "
+            f"{chosen.size_bytes / 1024:.1f} KB "
+            f"(float16 {part['float16_bytes'] / 1024:.1f} KB), "
+            f"{chosen.drop:+.2f} %"
+        )
+    print("    estimators, mean test score over seeds:")
+    for task, per_seed in found["estimators"].items():
+        means = {
+            column: task.scale
+            * sum(f[column][0] for f in per_seed.values())
+            / len(per_seed)
+            for column in ("float", *accuracy_guard.ESTIMATORS)
+        }
+        figures = ", ".join(f"{k} {v:.2f}" for k, v in means.items())
+        print(f"    {task.title} ({task.unit}): {figures}")
 
 
 def main(argv=None):
