@@ -93,6 +93,7 @@ def export(
     keep_float=(),
     max_accuracy_drop=None,
     target=None,
+    report_dir=None,
 ):
     """Writes `model` as a `.tflite` file in one quantization mode.
 
@@ -121,6 +122,10 @@ def export(
         target: for `"auto"`: `"cpu"` (default), `"gpu"`, or
             `"integer_only"` (microcontrollers, Edge TPU-like
             accelerators).
+        report_dir: if given, a folder to write `report.json` and
+            `report.html` into (see `keras_quant.report`); with
+            `validation_data` it shows activation histograms and per-point
+            errors.
 
     Returns:
         An `ExportResult`.
@@ -145,6 +150,41 @@ def export(
     >>> result.mode, result.io_dtype
     (<Mode.INT8_ONLY: 'int8_only'>, 'int8')
     """
+    result = _export_one(
+        model,
+        filepath,
+        mode,
+        io_dtype,
+        validation_data,
+        batch_size,
+        keep_float,
+        max_accuracy_drop,
+        target,
+    )
+    if report_dir is not None:
+        from keras_quant import report  # it builds on this module
+
+        report.write_report(
+            report_dir,
+            model,
+            [result],
+            validation_data,
+            selection=result.selection,
+        )
+    return result
+
+
+def _export_one(
+    model,
+    filepath,
+    mode,
+    io_dtype,
+    validation_data,
+    batch_size,
+    keep_float,
+    max_accuracy_drop,
+    target,
+):
     if mode == "auto":
         from keras_quant import selection  # it builds on this module
 
@@ -363,10 +403,11 @@ def _umask():
     return mask
 
 
-def export_beside(model, keras_path, modes):
+def export_beside(model, keras_path, modes, report=False):
     """Exports `modes` next to a saved `.keras` file, with a JSON report.
 
-    Writes `<stem>_<mode>.tflite` for each mode and `<stem>.quant.json`.
+    Writes `<stem>_<mode>.tflite` for each mode and `<stem>.quant.json`;
+    with `report`, also `<stem>.report.html` and `<stem>.report.json`.
     A mode that fails with a keras-quant error (no ranges yet, NaN
     activations, a model the mode cannot hold) is skipped with a warning
     and its reason recorded under `"skipped"`, so that a checkpoint save
@@ -388,13 +429,22 @@ def export_beside(model, keras_path, modes):
         {mode: f"{stem}_{mode}{TFLITE_SUFFIX}" for mode in modes},
         on_error=skip,
     )
-    report = {
+    summary = {
         "keras_file": os.path.basename(os.fspath(keras_path)),
         "exports": [r.to_dict() for r in results],
         "skipped": skipped,
     }
-    text = json.dumps(report, indent=2, default=_json_default)
+    text = json.dumps(summary, indent=2, default=_json_default)
     write_atomically(f"{stem}.quant.json", text.encode())
+    if report:
+        from keras_quant import report as report_lib
+
+        report_lib.write_report(
+            os.path.dirname(stem) or ".",
+            model,
+            results,
+            stem=f"{os.path.basename(stem)}.report",
+        )
     return results
 
 

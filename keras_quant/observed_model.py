@@ -32,10 +32,13 @@ class ObservedModel(keras.Model):
     Attributes:
         save_modes: export modes that `save()` writes beside the `.keras`
             file (see `keras_quant.Mode`). Empty to save the `.keras` only.
+        save_report: whether `save()` also writes `<stem>.report.html` and
+            `<stem>.report.json` (see `keras_quant.report`).
     """
 
     def __init__(self, inputs, outputs, name=None, **kwargs):
         self.save_modes = tuple(kwargs.pop("save_modes", ("int8",)))
+        self.save_report = bool(kwargs.pop("save_report", False))
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
     @property
@@ -55,24 +58,34 @@ class ObservedModel(keras.Model):
         if self.save_modes and str(filepath).endswith(".keras"):
             from keras_quant import exporter as export_lib
 
-            export_lib.export_beside(self, filepath, self.save_modes)
+            export_lib.export_beside(
+                self, filepath, self.save_modes, report=self.save_report
+            )
 
     def get_config(self):
         config = super().get_config()
         config["save_modes"] = list(self.save_modes)
+        config["save_report"] = self.save_report
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         save_modes = config.pop("save_modes", ("int8",))
+        save_report = config.pop("save_report", False)
         model = super().from_config(config, custom_objects=custom_objects)
         model.save_modes = tuple(save_modes)
+        model.save_report = bool(save_report)
         return model
 
 
 def observe(
-    model, estimator="minmax", *, save_modes=("int8",), **observer_kwargs
+    model,
+    estimator="minmax",
+    *,
+    save_modes=("int8",),
+    save_report=False,
+    **observer_kwargs,
 ):
     """Returns `model` with an observer at every tensor TFLite quantizes.
 
@@ -88,6 +101,8 @@ def observe(
         estimator: how ranges are estimated: `"minmax"`, `"ema"`,
             `"percentile"`, `"mse"`, `"entropy"` or `"auto"` (see
             `Observer`). Defaults to `"minmax"`.
+        save_report: whether `save()` also writes an HTML and JSON report
+            beside the `.keras` file. Defaults to `False`.
         save_modes: modes that `save()` exports beside the `.keras` file.
             Defaults to `("int8",)`.
         **observer_kwargs: passed to every `Observer` (e.g. `percentile=`).
@@ -127,6 +142,7 @@ def observe(
         model_class=ObservedModel,
         name=f"{model.name}_observed",
         save_modes=save_modes,
+        save_report=save_report,
     )
     if getattr(model, "compiled", False):
         observed.compile_from_config(model.get_compile_config())

@@ -2,10 +2,12 @@ import glob
 import os
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras_quant
+from keras_quant import sensitivity
 from keras_quant.callbacks import RangeCalibration
 from keras_quant.callbacks import TFLiteExport
 from keras_quant.observers import read
@@ -91,6 +93,7 @@ def test_model_without_observers_is_refused(digits):
     [
         ({"phase": "test"}, "Received: phase='test'"),
         ({"momentum": 1.0}, "Received: momentum=1.0"),
+        ({"error_data": np.zeros((1, 8, 8, 1))}, "pass `log_dir`"),
     ],
 )
 def test_bad_calibration_arguments(kwargs, message):
@@ -111,6 +114,37 @@ def test_ranges_are_logged_to_tensorboard(observed, digits, tmp_path):
         for end in ("min", "max")
     }
     assert "ranges/image/min" in expected and tags == expected
+
+
+def logged_scalars(folder):
+    """`{tag: [(step, value)]}` from the TensorBoard event files."""
+    found = {}
+    for path in glob.glob(str(folder / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                scalar = float(tf.make_ndarray(value.tensor))
+                found.setdefault(value.tag, []).append((event.step, scalar))
+    return found
+
+
+def test_simulated_int8_error_is_logged_each_epoch(observed, digits, tmp_path):
+    x = digits["val"][0][:100]
+    callback = RangeCalibration(log_dir=str(tmp_path), error_data=x)
+    fit(observed, digits, [callback], epochs=2)
+    logged = logged_scalars(tmp_path)
+    points = [o.point for o in observed.observers]
+    for point in points:
+        assert [step for step, _ in logged[f"int8_sqnr/{point}"]] == [0, 1]
+    # The last epoch's figures are those of the final ranges.
+    errors = sensitivity.simulated_errors(observed, x)
+    for point in points:
+        expected = min(sensitivity.sqnr_db(errors[point]), 100.0)
+        assert logged[f"int8_sqnr/{point}"][-1][1] == pytest.approx(
+            expected, rel=1e-5
+        )
+        assert expected > 20.0
+    mean = np.mean([logged[f"int8_sqnr/{p}"][-1][1] for p in points])
+    assert logged["int8_sqnr/mean"][-1][1] == pytest.approx(mean, rel=1e-5)
 
 
 def test_export_at_train_end(observed, digits, tmp_path):

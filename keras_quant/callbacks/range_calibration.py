@@ -3,9 +3,11 @@
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from keras_quant import sensitivity
 from keras_quant.observed_model import find_observers
 from keras_quant.observed_model import set_recording
 from keras_quant.observers import RECORD_ALWAYS
@@ -44,6 +46,11 @@ class RangeCalibration(keras.callbacks.Callback):
             `"train"` and `"both"`. Defaults to `0.99`.
         log_dir: if set, the range of every point is written to TensorBoard
             there at the end of each epoch.
+        error_data: with `log_dir`, model inputs (a few hundred samples are
+            plenty) on which, each epoch, the int8 error is simulated in
+            Keras and logged: the SQNR of every point (`int8_sqnr/<point>`,
+            in dB) and the mean over points. A range that blows up shows as
+            a sudden drop.
 
     Example:
 
@@ -52,7 +59,9 @@ class RangeCalibration(keras.callbacks.Callback):
                      callbacks=[RangeCalibration()])
     """
 
-    def __init__(self, phase="validation", momentum=0.99, log_dir=None):
+    def __init__(
+        self, phase="validation", momentum=0.99, log_dir=None, error_data=None
+    ):
         super().__init__()
         if phase not in PHASES:
             raise ValueError(
@@ -66,7 +75,12 @@ class RangeCalibration(keras.callbacks.Callback):
             )
         self.phase = phase
         self.momentum = float(momentum)
+        if error_data is not None and log_dir is None:
+            raise ValueError(
+                "`error_data` is logged to TensorBoard: pass `log_dir` too."
+            )
         self.log_dir = log_dir
+        self.error_data = error_data
         self.validation_runs = 0
         self._writer = None
         self._in_fit = False
@@ -107,7 +121,7 @@ class RangeCalibration(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.log_dir is not None:
-            self._log_ranges(epoch)
+            self._log(epoch)
 
     def on_train_end(self, logs=None):
         self._in_fit = False
@@ -119,16 +133,29 @@ class RangeCalibration(keras.callbacks.Callback):
             )
         set_recording(self.model, RECORD_OFF)
 
-    def _log_ranges(self, epoch):
+    def _log(self, epoch):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
+        observers = self.observers
         with self._writer.as_default(step=epoch):
-            for observer in self.observers:
+            for observer in observers:
                 if observer.calibrated and observer.fixed_range is None:
                     low, high = observer.range()
                     _scalar(f"ranges/{observer.point}/min", low, epoch)
                     _scalar(f"ranges/{observer.point}/max", high, epoch)
+            if self.error_data is not None and all(
+                o.calibrated for o in observers
+            ):
+                self._log_errors(epoch)
         self._writer.flush()
+
+    def _log_errors(self, epoch):
+        errors = sensitivity.simulated_errors(self.model, self.error_data)
+        sqnrs = {p: sensitivity.sqnr_db(e) for p, e in errors.items()}
+        for point, sqnr in sqnrs.items():
+            _scalar(f"int8_sqnr/{point}", min(sqnr, 100.0), epoch)
+        mean = float(np.mean([min(s, 100.0) for s in sqnrs.values()]))
+        _scalar("int8_sqnr/mean", mean, epoch)
 
 
 def _scalar(tag, value, step):

@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_quant import exporter as export_lib
 from keras_quant import modes as modes_lib
+from keras_quant import report
 
 SAVE_FREQS = ("train_end", "epoch")
 MONITOR_MODES = {
@@ -43,6 +44,9 @@ class TFLiteExport(keras.callbacks.Callback):
         io_dtype: `"int8"` or `"uint8"` for `"int8_only"`.
         max_accuracy_drop: for `"auto"`, see `keras_quant.export`.
         target: for `"auto"`, see `keras_quant.export`.
+        report_dir: if given, a folder (pattern, like `filepath`) where each
+            export writes `report.json` and `report.html` comparing the
+            modes (see `keras_quant.report`).
 
     Attributes:
         results: the `ExportResult` of the latest export, one per mode.
@@ -68,8 +72,10 @@ class TFLiteExport(keras.callbacks.Callback):
         io_dtype=None,
         max_accuracy_drop=None,
         target=None,
+        report_dir=None,
     ):
         super().__init__()
+        self.report_dir = None if report_dir is None else os.fspath(report_dir)
         self.filepath = os.fspath(filepath)
         self.auto = modes == "auto" or tuple(modes) == ("auto",)
         if self.auto and validation_data is None:
@@ -163,8 +169,19 @@ class TFLiteExport(keras.callbacks.Callback):
                     **self.choice,
                 )
             ]
-            return
-        self.results = export_lib.export_many(
+        else:
+            self.results = self._export_modes(epoch, logs)
+        if self.report_dir is not None:
+            report.write_report(
+                self.report_dir.format(epoch=epoch, **logs),
+                self.model,
+                self.results,
+                self.validation_data,
+                selection=self.results[0].selection if self.auto else None,
+            )
+
+    def _export_modes(self, epoch, logs):
+        return export_lib.export_many(
             self.model,
             {
                 mode: self.filepath.format(mode=mode.value, epoch=epoch, **logs)
