@@ -23,7 +23,6 @@ import io
 import runpy
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 
@@ -32,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_quant
+from keras_quant import native_stderr
 
 # The demo's data and model. Its split never changes with the seeds a
 # benchmark is given: the seeds vary initialisation, shuffling and dropout.
@@ -198,34 +198,10 @@ def quiet():
     with (
         warnings.catch_warnings(),
         contextlib.redirect_stdout(io.StringIO()),
-        _native_stderr_captured(),
+        native_stderr.captured(),
     ):
         warnings.simplefilter("ignore")
         yield
-
-
-@contextlib.contextmanager
-def _native_stderr_captured():
-    """Sends file descriptor 2 to a temporary file inside the block."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            _restore_stderr(saved)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        else:
-            _restore_stderr(saved)
-
-
-def _restore_stderr(saved):
-    sys.stderr.flush()
-    os.dup2(saved, 2)
-    os.close(saved)
 
 
 def seconds(function, *args, **kwargs):

@@ -30,6 +30,7 @@ from keras_quant import graph as graph_lib
 from keras_quant import inspection
 from keras_quant import litert
 from keras_quant import modes as modes_lib
+from keras_quant import native_stderr
 from keras_quant import tfmot_interop
 from keras_quant.errors import ExportError
 from keras_quant.layers import FakeQuant
@@ -421,7 +422,8 @@ def quiet():
     """Silences the converter's prints, warnings and absl log lines.
 
     Among them: absl's note that a concrete function converted without its
-    trackable object takes the "deprecated conversion path" (decision D13).
+    trackable object takes the "deprecated conversion path" (decision D13),
+    and the quantizer's "fully_quantize: ..." line on native stderr.
     """
     absl = logging.getLogger("absl")
     level = absl.level
@@ -429,7 +431,10 @@ def quiet():
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with contextlib.redirect_stdout(io.StringIO()):
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                native_stderr.captured(),
+            ):
                 yield
     finally:
         absl.setLevel(level)

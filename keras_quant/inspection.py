@@ -137,3 +137,89 @@ def summarize(model):
         outputs=tuple(d["index"] for d in runner.get_output_details()),
         size_bytes=size,
     )
+
+
+# Bias type the spec asks for, per activation type.
+BIAS_DTYPES = {"int8": "int32", "uint8": "int32", "int16": "int64"}
+
+
+def spec_violations(model):
+    """How a `.tflite` model departs from the TFLite quantization spec.
+
+    Checks quantized weights (int8, per output channel, symmetric: zero
+    point 0, values in [-127, 127]), their biases (int32, or int64 with
+    int16 activations; zero point 0; scale = input scale x weight scale)
+    and activations (one scale per tensor; int8 zero point in [-128, 127],
+    int16 zero point 0). A float model has none.
+
+    Args:
+        model: path to a `.tflite` file, or its bytes.
+
+    Returns:
+        A list of messages, empty if the model follows the spec.
+    """
+    summary = summarize(model)
+    runner = litert.interpreter(model)  # constants are readable unprepared
+    found = []
+    for op in summary.ops:
+        if op.name in WEIGHT_INPUTS:
+            found.extend(_weight_violations(summary, runner, op))
+    for tensor in summary.activations():
+        found.extend(_activation_violations(tensor))
+    return found
+
+
+def _weight_violations(summary, runner, op):
+    weight_at, bias_at = WEIGHT_INPUTS[op.name]
+    weight = summary.tensors[op.inputs[weight_at]]
+    if weight.dtype != "int8" or not len(weight.scales):
+        return []
+    found = []
+    where = f"{op.name} weights '{weight.name}'"
+    channels = weight.shape[weight.quantized_dimension]
+    if len(weight.scales) not in (1, channels):
+        found.append(
+            f"{where}: {len(weight.scales)} scales for {channels} channels"
+        )
+    if np.any(weight.zero_points):
+        found.append(f"{where}: zero points not all 0")
+    values = runner.get_tensor(weight.index)
+    if values.min() < -127:
+        found.append(f"{where}: value {values.min()} below -127")
+    data = summary.tensors[op.inputs[0]]
+    if bias_at < len(op.inputs) and op.inputs[bias_at] >= 0:
+        found.extend(
+            _bias_violations(summary.tensors[op.inputs[bias_at]], data, weight)
+        )
+    return found
+
+
+def _bias_violations(bias, data, weight):
+    where = f"bias '{bias.name}'"
+    expected = BIAS_DTYPES.get(data.dtype)
+    if expected is None:
+        return []
+    found = []
+    if bias.dtype != expected:
+        found.append(f"{where}: {bias.dtype}, the spec says {expected}")
+    if np.any(bias.zero_points):
+        found.append(f"{where}: zero points not all 0")
+    if len(bias.scales) and len(data.scales):
+        expected_scales = data.scales[0] * weight.scales
+        if not np.allclose(bias.scales, expected_scales, rtol=1e-3):
+            found.append(f"{where}: scale is not input scale x weight scale")
+    return found
+
+
+def _activation_violations(tensor):
+    if tensor.dtype not in ("int8", "int16") or not len(tensor.scales):
+        return []
+    where = f"activation '{tensor.name}' ({tensor.dtype})"
+    if len(tensor.scales) != 1:
+        return [f"{where}: {len(tensor.scales)} scales, the spec says one"]
+    zero_point = int(tensor.zero_points[0])
+    if tensor.dtype == "int16" and zero_point != 0:
+        return [f"{where}: zero point {zero_point}, the spec says 0"]
+    if not -128 <= zero_point <= 127:
+        return [f"{where}: zero point {zero_point} outside [-128, 127]"]
+    return []

@@ -308,7 +308,7 @@ def export_auto(
     float_metrics = evaluation.metrics_from_predictions(
         model, y, float_predictions
     )
-    budget = _budget(model, float_metrics, max_accuracy_drop)
+    budget = budget_for(model, float_metrics, max_accuracy_drop)
     search = _Search(
         model,
         x,
@@ -349,7 +349,8 @@ def export_auto(
     )
 
 
-def _budget(model, float_metrics, max_drop):
+def budget_for(model, float_metrics, max_drop):
+    """The `Budget` for `model`: its first compiled metric, else its loss."""
     names = [name for name in float_metrics if name != "loss"]
     metric = names[0] if names else "loss"
     return Budget(
