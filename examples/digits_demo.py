@@ -17,7 +17,9 @@ Keras training script:
 
 For each mode it prints the file size, the test accuracy in LiteRT, the
 accuracy drop against the float Keras model and the single-thread latency,
-and writes the same to `report.json` and `report.md` in the output folder.
+and writes the same to `report.json` and `report.md` in the output folder;
+the export callback also writes `report/report.html` (histograms of the
+activations with their ranges, per-point errors).
 It exits with an error if int8 loses more than 1 percentage point of
 accuracy, the promise keras-quant makes.
 
@@ -162,6 +164,7 @@ def train_and_export(model, splits, out, epochs):
         filepath=os.path.join(out, "modes", "digits_{mode}.tflite"),
         modes=[mode.value for mode in keras_quant.Mode],
         validation_data=splits["test"],
+        report_dir=os.path.join(out, "report"),
     )
     callbacks = [
         stopwatch,
@@ -401,6 +404,7 @@ def main(argv=None):
     for line in context_lines(splits, summary):
         print(line)
     reports = write_reports(args.out, rows, summary, splits)
+    reports.append(os.path.join(args.out, "report", "report.html"))
     print("observed.save() wrote: " + ", ".join(saved))
     print("Reports: " + ", ".join(reports))
     check_promise(rows)

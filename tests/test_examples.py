@@ -21,4 +21,6 @@ def test_digits_demo(tmp_path, capsys):
     ]
     assert (tmp_path / "digits_int8.tflite").exists()
     assert len(os.listdir(tmp_path / "modes")) == 6
+    html_report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(html_report["modes"]) == 6
     assert "OK: int8 accuracy drop" in capsys.readouterr().out
