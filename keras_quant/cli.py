@@ -14,6 +14,7 @@ stderr; progress bars go to stderr when it is a terminal.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -41,11 +42,14 @@ def main(argv=None):
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_CODES["usage"]
+    from keras_quant import native_stderr
     from keras_quant.errors import ExportError
     from keras_quant.errors import KerasQuantError
 
+    quiet = native_stderr.python_only()
     try:
-        args.run(args)
+        with contextlib.nullcontext() if args.verbose else quiet:
+            args.run(args)
     except (UsageError, ValueError, TypeError) as error:
         return _fail(error, "usage")
     except (CheckFailed, ExportError) as error:
@@ -73,6 +77,11 @@ def build_parser():
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {_version()}"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and LiteRT's own log lines",
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_export(commands)

@@ -6,6 +6,8 @@ descriptor 2, where Python's `sys.stderr` redirection does not reach and
 `TF_CPP_MIN_LOG_LEVEL` no longer helps (TF 2.21). `captured` sends that
 descriptor to a temporary file for the duration of a block, and shows what
 was written if the block raises, so no error message is lost.
+`python_only` discards native writes and keeps Python's, for the command
+line.
 """
 
 import contextlib
@@ -43,3 +45,30 @@ def _restore(saved):
     sys.stderr.flush()
     os.dup2(saved, 2)
     os.close(saved)
+
+
+@contextlib.contextmanager
+def python_only():
+    """Inside the block, only Python's `sys.stderr` reaches the terminal.
+
+    Native code's writes to file descriptor 2 (TensorFlow's device and
+    graph logs, LiteRT's delegate notice) are discarded; `sys.stderr` is
+    re-pointed at the original stream, so Python's messages, warnings and
+    progress bars still show. For the command line.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    discard = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(discard, 2)
+    os.close(discard)
+    original = sys.stderr
+    sys.stderr = os.fdopen(
+        os.dup(saved), "w", buffering=1, errors="backslashreplace"
+    )
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = original
+        _restore(saved)

@@ -65,6 +65,16 @@ def test_help_of_every_command():
         assert code == 0 and option in out
 
 
+def test_a_run_prints_its_results_and_no_log_lines(files):
+    path = files / "quiet.tflite"
+    code, out, err = script(
+        "export", files / "observed.keras", "-m", "int8", "-o", path
+    )
+    assert code == 0 and err == ""
+    assert out == f"{out.splitlines()[0]}\n"
+    assert out.startswith(f"wrote {path}: int8")
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
