@@ -131,7 +131,11 @@ def _add_export(commands):
     command.add_argument(
         "--target", choices=["cpu", "gpu", "integer_only"], help="for auto"
     )
-    command.add_argument("--report-dir", help="also write report.html there")
+    command.add_argument(
+        "--report-dir",
+        help="also write report.html and report.json there, comparing the "
+        "modes exported",
+    )
     command.set_defaults(run=run_export)
 
 
@@ -237,6 +241,7 @@ def run_export(args):
     validation = None
     if args.validation_data:
         validation = _labelled(args.validation_data)
+    results = []
     for mode in args.modes:
         path = _output_path(args, mode)
         _progress_line(f"exporting {mode} to {path}")
@@ -248,12 +253,19 @@ def run_export(args):
             validation_data=validation,
             max_accuracy_drop=args.max_accuracy_drop,
             target=args.target,
-            report_dir=args.report_dir,
         )
+        results.append(result)
         print(_describe(result))
         if result.selection is not None:
             print(result.selection.table())
             print(result.selection.reason)
+    if args.report_dir:
+        _progress_line("drawing the report")
+        selection = results[0].selection if len(results) == 1 else None
+        _, html_path = keras_quant.write_report(
+            args.report_dir, model, results, validation, selection=selection
+        )
+        print(f"wrote {html_path}")
 
 
 def run_inspect(args):
