@@ -66,7 +66,7 @@ def predict_float(model, x, batch_size=256):
         return model.predict(x, batch_size=batch_size, verbose=0)
 
 
-def compare(model, tflite, validation_data, batch_size=256):
+def compare(model, tflite, validation_data, batch_size=256, cache=None):
     """Compares `model` with its `.tflite` export on `validation_data`.
 
     Args:
@@ -74,12 +74,17 @@ def compare(model, tflite, validation_data, batch_size=256):
         tflite: path to the `.tflite` file, or its bytes.
         validation_data: `(x, y)` arrays or a `tf.data.Dataset`.
         batch_size: batch size for both runtimes. Defaults to `256`.
+        cache: a dict kept across calls on the same model and data, so the
+            float predictions are computed once (`export_many`).
 
     Returns:
         A `Comparison`.
     """
     x, y = as_arrays(validation_data)
-    float_pred = predict_float(model, x, batch_size)
+    cache = {} if cache is None else cache
+    if "float_predictions" not in cache:
+        cache["float_predictions"] = predict_float(model, x, batch_size)
+    float_pred = cache["float_predictions"]
     quant_pred = litert.run(tflite, x, batch_size=batch_size)
     return Comparison(
         float_metrics=metrics_from_predictions(model, y, float_pred),

@@ -239,7 +239,7 @@ def export_many(
     Returns:
         The `ExportResult` of each mode that was written.
     """
-    float32_sizes = {}
+    shared = {}  # float32 size and float predictions, computed once
     results = []
     for mode, filepath in filepaths.items():
         mode = modes_lib.parse_mode(mode)
@@ -253,7 +253,7 @@ def export_many(
                     mode_io,
                     validation_data,
                     batch_size,
-                    float32_sizes,
+                    shared,
                 )
             )
         except KerasQuantError as error:
@@ -270,7 +270,7 @@ def _export(
     io_dtype,
     validation_data,
     batch_size,
-    float32_sizes=None,
+    shared=None,
     keep_float=(),
 ):
     mode = modes_lib.parse_mode(mode)
@@ -280,12 +280,14 @@ def _export(
     ranges = collect_ranges(model, mode)
     keep_float = conversion.check_keep_float(model, mode, keep_float)
     tflite = conversion.convert(model, mode, io_dtype, keep_float)
-    known = {} if float32_sizes is None else float32_sizes
-    float32_size = _float32_size(model, mode, tflite, known)
+    shared = {} if shared is None else shared
+    float32_size = _float32_size(model, mode, tflite, shared)
     write_atomically(filepath, tflite)
     comparison = {}
     if validation_data is not None:
-        found = evaluation.compare(model, tflite, validation_data, batch_size)
+        found = evaluation.compare(
+            model, tflite, validation_data, batch_size, shared
+        )
         comparison = dict(
             float_metrics=found.float_metrics,
             quantized_metrics=found.quantized_metrics,
