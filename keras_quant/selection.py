@@ -151,12 +151,41 @@ class Selection:
             )
         return text.table(rows)
 
+    def float_layer_costs(self):
+        """What each layer the chosen model keeps float costs, measured.
+
+        Returns:
+            `[(layer, added bytes, added µs)]`: each difference is between
+            the trial that added the layer and the one before it (plain
+            int8 for the first).
+        """
+        accepted = [
+            t for t in self.trials if t.mode is Mode.INT8 and not t.note
+        ]
+        by_layers = {t.keep_float: t for t in accepted}
+        costs = []
+        for count, layer in enumerate(self.chosen.keep_float, start=1):
+            after = by_layers[self.chosen.keep_float[:count]]
+            before = by_layers[self.chosen.keep_float[: count - 1]]
+            costs.append(
+                (
+                    layer,
+                    after.size_bytes - before.size_bytes,
+                    after.latency_us - before.latency_us,
+                )
+            )
+        return costs
+
     def to_dict(self):
         return {
             "target": self.target,
             "budget": dataclasses.asdict(self.budget),
             "trials": [t.to_dict() for t in self.trials],
             "chosen": self.chosen.to_dict(),
+            "float_layer_costs": [
+                {"layer": layer, "bytes": size, "latency_us": latency}
+                for layer, size, latency in self.float_layer_costs()
+            ],
             "reason": self.reason,
         }
 
@@ -396,7 +425,17 @@ def _explain(target, budget, trials):
         + f"{chosen.label} is within it ({chosen.drop:+.2f} {budget.unit}): "
         f"{chosen.size_bytes / 1024:.1f} KB, {chosen.latency_us:.1f} µs."
     )
-    return Selection(target, budget, trials, chosen, reason)
+    selection = Selection(target, budget, trials, chosen, reason)
+    costs = selection.float_layer_costs()
+    if not costs:
+        return selection
+    listed = ", ".join(
+        f"{layer} {size / 1024:+.1f} KB {latency:+.1f} µs"
+        for layer, size, latency in costs
+    )
+    return dataclasses.replace(
+        selection, reason=f"{reason} Float layers cost: {listed}."
+    )
 
 
 def _outcome(trial, budget):

@@ -204,3 +204,38 @@ def test_budget_direction_follows_keras():
     budget = selection.Budget("mae", False, 2.0, 1.0)
     assert budget.drop(2.02) == pytest.approx(1.0)
     assert np.isclose(selection.Budget("acc", True, 0.9, 1.0).drop(0.89), 1.0)
+
+
+def test_reason_lists_what_each_float_layer_cost():
+    budget = selection.Budget("accuracy", True, 0.9, 1.0)
+
+    def trial(keep, size, latency, drop, note=None):
+        return selection.Trial(
+            Mode.INT8,
+            keep,
+            size_bytes=size,
+            metric=0.9 - drop / 100,
+            drop=drop,
+            latency_us=latency,
+            within_budget=drop <= 1.0 and note is None,
+            note=note,
+        )
+
+    trials = (
+        trial((), 1000, 2.0, 3.0),
+        trial(("a",), 1512, 2.5, 2.0),
+        trial(("a", "b"), 9000, 4.0, 0.5, note="8.8 KB, no smaller"),
+        trial(("a", "c"), 1768, 2.7, 0.8),
+    )
+    found = selection._explain("cpu", budget, trials)
+    assert found.chosen is trials[-1]
+    costs = found.float_layer_costs()
+    assert [(layer, size) for layer, size, _ in costs] == [
+        ("a", 512),
+        ("c", 256),
+    ]
+    assert [round(latency, 6) for _, _, latency in costs] == [0.5, 0.2]
+    assert "Float layers cost: a +0.5 KB +0.5 µs, c +0.2 KB +0.2 µs." in (
+        found.reason
+    )
+    assert "int8 + float ['a', 'b'] was skipped" in found.reason
