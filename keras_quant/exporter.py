@@ -150,17 +150,31 @@ def export(
     >>> result.mode, result.io_dtype
     (<Mode.INT8_ONLY: 'int8_only'>, 'int8')
     """
-    result = _export_one(
-        model,
-        filepath,
-        mode,
-        io_dtype,
-        validation_data,
-        batch_size,
-        keep_float,
-        max_accuracy_drop,
-        target,
-    )
+    if mode == "auto":
+        from keras_quant import selection  # it builds on this module
+
+        result = selection.export_auto(
+            model,
+            filepath,
+            validation_data=validation_data,
+            max_accuracy_drop=1.0
+            if max_accuracy_drop is None
+            else max_accuracy_drop,
+            target=target or "cpu",
+            io_dtype=io_dtype,
+            batch_size=batch_size,
+        )
+    else:
+        _refuse_choice_arguments(mode, max_accuracy_drop, target)
+        result = _export(
+            model,
+            filepath,
+            mode,
+            io_dtype,
+            validation_data,
+            batch_size,
+            keep_float=keep_float,
+        )
     if report_dir is not None:
         from keras_quant import report  # it builds on this module
 
@@ -174,45 +188,12 @@ def export(
     return result
 
 
-def _export_one(
-    model,
-    filepath,
-    mode,
-    io_dtype,
-    validation_data,
-    batch_size,
-    keep_float,
-    max_accuracy_drop,
-    target,
-):
-    if mode == "auto":
-        from keras_quant import selection  # it builds on this module
-
-        return selection.export_auto(
-            model,
-            filepath,
-            validation_data=validation_data,
-            max_accuracy_drop=1.0
-            if max_accuracy_drop is None
-            else (max_accuracy_drop),
-            target=target or "cpu",
-            io_dtype=io_dtype,
-            batch_size=batch_size,
-        )
+def _refuse_choice_arguments(mode, max_accuracy_drop, target):
     if max_accuracy_drop is not None or target is not None:
         raise ValueError(
             "`max_accuracy_drop` and `target` choose a mode, so they need "
             f"mode='auto'. Received: mode={mode!r}."
         )
-    return _export(
-        model,
-        filepath,
-        mode,
-        io_dtype,
-        validation_data,
-        batch_size,
-        keep_float=keep_float,
-    )
 
 
 def export_many(
