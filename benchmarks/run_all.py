@@ -107,17 +107,18 @@ def _print_qat(found):
 
 
 def _print_guard(found):
-    print(
-        "(e) mode='auto' on the denoiser (budget 0.1 % MAE), chosen per seed:"
-    )
-    for seed, part in found["auto"].items():
-        chosen = part["selection"].chosen
-        print(
-            f"    seed {seed}: {chosen.label}, "
-            f"{chosen.size_bytes / 1024:.1f} KB "
-            f"(float16 {part['float16_bytes'] / 1024:.1f} KB), "
-            f"{chosen.drop:+.2f} %"
-        )
+    print("(e) mode='auto', chosen per seed:")
+    for task, per_seed in found["auto"].items():
+        budget = found["budgets"][task]
+        print(f"    {task.title} (budget {budget} {task.selection_unit}):")
+        for seed, part in per_seed.items():
+            chosen = part["selection"].chosen
+            print(
+                f"      seed {seed}: {chosen.label}, "
+                f"{chosen.size_bytes / 1024:.1f} KB "
+                f"(float16 {part['float16_bytes'] / 1024:.1f} KB), "
+                f"{chosen.drop:+.2f}"
+            )
     print("    estimators, mean test score over seeds:")
     for task, per_seed in found["estimators"].items():
         means = {
