@@ -51,16 +51,9 @@ def calibrated_float_model(model, converter_factory):
     """The float `.tflite` of `model` with (dummy) min/max statistics."""
     converter = converter_factory(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: iter([_zeros_batch(model)])
+    converter.representative_dataset = lambda: iter([litert.zero_inputs(model)])
     converter._experimental_calibrate_only = True
     return converter.convert()
-
-
-def _zeros_batch(model):
-    return [
-        np.zeros([1, *tensor.shape[1:]], tensor.dtype)
-        for tensor in model.inputs
-    ]
 
 
 def int8_ranges(int8_model):

@@ -110,6 +110,17 @@ def output_details(runner):
     return [by_index[named[name]["index"]] for name in order]
 
 
+def zero_inputs(keras_model):
+    """One all-zero sample per input of a Keras (or tf_keras) model."""
+    return [
+        np.zeros(
+            [1, *tensor.shape[1:]],
+            getattr(tensor.dtype, "as_numpy_dtype", tensor.dtype),
+        )
+        for tensor in keras_model.inputs
+    ]
+
+
 def latency(model, sample, runs=200, num_threads=1):
     """Median single-invocation time in seconds for one batch `sample`."""
     runner = interpreter(model, num_threads=num_threads)

@@ -37,6 +37,7 @@ import numpy as np
 from keras_quant import evaluation
 from keras_quant import litert
 from keras_quant import sensitivity as sensitivity_lib
+from keras_quant import tfmot_interop
 from keras_quant.errors import KerasQuantError
 from keras_quant.observed_model import find_observers
 
@@ -86,7 +87,9 @@ def write_report(
 
 def _collect(model, results, validation_data, selection, samples):
     """Everything both files show, measured once."""
-    observers = {o.point: o for o in find_observers(model)}
+    observers = {}
+    if not tfmot_interop.is_tf_keras_model(model):  # tfmot keeps its own
+        observers = {o.point: o for o in find_observers(model)}
     ranges = {
         point: o.range() for point, o in observers.items() if o.calibrated
     }
@@ -142,7 +145,7 @@ def _mode_rows(results, selection, model):
             }
             for trial in selection.trials
         ]
-    sample = _zeros_sample(model)
+    sample = litert.zero_inputs(model)
     rows = []
     for result in results:
         row = {
@@ -161,13 +164,6 @@ def _mode_rows(results, selection, model):
         row["latency_us"] = 1e6 * litert.latency(result.path, sample, runs=50)
         rows.append(row)
     return rows
-
-
-def _zeros_sample(model):
-    return [
-        np.zeros([1, *tensor.shape[1:]], tensor.dtype)
-        for tensor in model.inputs
-    ]
 
 
 def _kb(size):

@@ -48,3 +48,7 @@ def test_clear_errors_for_what_tfmot_models_cannot_do(outcome):
     assert outcome["int16x8"] == "ExportError"
     assert outcome["plain_int8"] == "NotCalibratedError"
     assert outcome["plain_float16"] is True
+
+
+def test_report_of_a_tfmot_model(outcome):
+    assert outcome["report_files"] == ["report.html", "report.json"]

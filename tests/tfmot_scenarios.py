@@ -61,6 +61,7 @@ def main(folder):
         os.path.join(folder, "m.tflite"),
         "int8_only",
         validation_data=(x_test, y_test),
+        report_dir=os.path.join(folder, "report"),
     )
     summary = inspection.summarize(result.path)
     tensors = summary.tensors
@@ -69,6 +70,7 @@ def main(folder):
     )
     return {
         "callback_files": sorted(os.listdir(folder)),
+        "report_files": sorted(os.listdir(os.path.join(folder, "report"))),
         "io": [tensors[i].dtype for i in summary.inputs + summary.outputs],
         "float_ops": summary.float_ops(),
         "metrics": [result.float_metrics, result.quantized_metrics],
