@@ -187,6 +187,9 @@ def _html(content):
         "<h2>Modes</h2>",
         _table(content["rows"]),
     ]
+    selection = content["json"]["selection"]
+    if selection is not None:
+        parts.append(f"<p>{html.escape(selection['reason'])}</p>")
     if content["analysis"] is not None:
         parts.append(
             f"<h2>Sensitivity</h2><pre>{html.escape(content['analysis'].table())}</pre>"

@@ -123,7 +123,9 @@ def test_auto_report_lists_every_candidate(calibrated_cnn, digits, tmp_path):
         t.label for t in result.selection.trials
     ]
     assert content["selection"]["reason"] == result.selection.reason
-    assert "class='chosen'" in (tmp_path / "report.html").read_text()
+    page = (tmp_path / "report.html").read_text()
+    assert "class='chosen'" in page
+    assert "takes the first within the budget" in page
 
 
 def test_callback_and_save_hook_write_reports(digits, tmp_path):
