@@ -162,7 +162,7 @@ class QuantizeSplit(Split):
         return value
 
 
-def quantize_aware(model, *, momentum=0.99, save_modes=("int8",)):
+def quantize_aware(model, *, momentum=0.999, save_modes=("int8",)):
     """Returns a model for quantization-aware training of `model`.
 
     Args:
@@ -170,7 +170,7 @@ def quantize_aware(model, *, momentum=0.99, save_modes=("int8",)):
             and are learned in the first training steps), or an observed
             model (`observe`) whose collected ranges start the training.
         momentum: weight of the old range in each moving-average update.
-            Defaults to `0.99`.
+            Defaults to `0.999`, tfmot's EMA decay (decision D26).
         save_modes: modes that `save()` exports beside the `.keras` file.
             Defaults to `("int8",)`.
 
