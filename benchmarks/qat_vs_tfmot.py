@@ -229,7 +229,7 @@ def report(per_seed, args):
     gap = mean["keras_quant"] - mean["tfmot"]
     print()
     print(f"post-training loss: {100 * loss:+.2f} points (issue asks >= 2)")
-    if loss > 0:
+    if loss > 1e-6:  # not float noise: one test image is 0.0028
         for name in ("keras_quant", "tfmot"):
             recovered = (mean[name] - mean["ptq"]) / loss
             print(
@@ -244,7 +244,9 @@ def report(per_seed, args):
     )
     print(
         f"goal (within 0.5 points of tfmot), difference {100 * gap:+.2f}: "
-        f"{common.goal_text(abs(gap) <= 0.005)}"
+        # 1e-12: accuracies are multiples of 1/360, and an exact 0.5-point
+        # gap (9 of 1800 predictions) must not fail on float rounding.
+        f"{common.goal_text(abs(gap) <= 0.005 + 1e-12)}"
     )
     print()
     return {"mean": mean}
