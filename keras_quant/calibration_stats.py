@@ -39,6 +39,7 @@ from tensorflow.lite.python import convert as tf_convert
 from tensorflow.lite.python.optimize import calibrator
 from tensorflow.lite.tools import flatbuffer_utils
 
+from keras_quant import evaluation
 from keras_quant import inspection
 from keras_quant import litert
 from keras_quant.errors import ExportError
@@ -296,9 +297,9 @@ def check_against_simulation(
     # simulation model, and TensorFlow warns about retracing.
     expected = [
         keras.ops.convert_to_numpy(value)
-        for value in _as_list(simulation(structured, training=False))
+        for value in evaluation.as_list(simulation(structured, training=False))
     ]
-    found = _as_list(litert.run(tflite, inputs))
+    found = evaluation.as_list(litert.run(tflite, inputs))
     for want, got in zip(expected, found):
         width = float(np.ptp(want)) or 1.0
         if float(np.max(np.abs(want - got))) > AGREEMENT * width:
@@ -308,7 +309,3 @@ def check_against_simulation(
                 "differently from the int8 one. Export mode='int8' without "
                 "`keep_float`, and report this model to keras-quant."
             )
-
-
-def _as_list(value):
-    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -90,7 +90,7 @@ def compare(model, tflite, validation_data, batch_size=256, cache=None):
         float_metrics=metrics_from_predictions(model, y, float_pred),
         quantized_metrics=metrics_from_predictions(model, y, quant_pred),
         max_abs_output_diff=max_abs_difference(float_pred, quant_pred),
-        samples=len(_as_list(x)[0]),
+        samples=len(as_list(x)[0]),
     )
 
 
@@ -98,11 +98,12 @@ def max_abs_difference(float_pred, quant_pred):
     """The largest |float - quantized| element over all outputs."""
     return max(
         float(np.max(np.abs(np.asarray(f) - np.asarray(q))))
-        for f, q in zip(_as_list(float_pred), _as_list(quant_pred))
+        for f, q in zip(as_list(float_pred), as_list(quant_pred))
     )
 
 
-def _as_list(value):
+def as_list(value):
+    """`value` as a list: a list or tuple as is, anything else alone."""
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 

@@ -417,7 +417,7 @@ def export_beside(model, keras_path, modes, report=False):
         "exports": [r.to_dict() for r in results],
         "skipped": skipped,
     }
-    text = json.dumps(summary, indent=2, default=_json_default)
+    text = json.dumps(summary, indent=2, default=json_default)
     write_atomically(f"{stem}.quant.json", text.encode())
     if report:
         from keras_quant import report as report_lib
@@ -431,7 +431,8 @@ def export_beside(model, keras_path, modes, report=False):
     return results
 
 
-def _json_default(value):
+def json_default(value):
+    """`json.dumps` help for NumPy scalars."""
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"Cannot serialize {type(value).__name__}")

@@ -34,7 +34,6 @@ import os
 
 import numpy as np
 
-from keras_quant import evaluation
 from keras_quant import litert
 from keras_quant import sensitivity as sensitivity_lib
 from keras_quant import tfmot_interop
@@ -73,13 +72,14 @@ def write_report(
     Returns:
         `(json path, html path)`.
     """
-    from keras_quant.exporter import write_atomically  # exporter uses us
+    from keras_quant.exporter import json_default  # exporter uses us
+    from keras_quant.exporter import write_atomically
 
     os.makedirs(folder, exist_ok=True)
     content = _collect(model, results, validation_data, selection, samples)
     json_path = os.path.join(folder, f"{stem}.json")
     html_path = os.path.join(folder, f"{stem}.html")
-    text = json.dumps(content["json"], indent=2, default=_json_default)
+    text = json.dumps(content["json"], indent=2, default=json_default)
     write_atomically(json_path, text.encode())
     write_atomically(html_path, _html(content).encode())
     return json_path, html_path
@@ -96,7 +96,7 @@ def _collect(model, results, validation_data, selection, samples):
     rows = _mode_rows(results, selection, model)
     tensors, analysis = {}, None
     if validation_data is not None and ranges:
-        x = _inputs(validation_data, samples)
+        x = sensitivity_lib.sample_inputs(validation_data, samples)
         try:
             tensors = sensitivity_lib.point_tensors(model, x)
             analysis = sensitivity_lib.from_tensors(model, x, tensors)
@@ -118,16 +118,6 @@ def _collect(model, results, validation_data, selection, samples):
             "selection": None if selection is None else selection.to_dict(),
         },
     }
-
-
-def _inputs(validation_data, samples):
-    if isinstance(validation_data, tuple):
-        validation_data = evaluation.as_arrays(validation_data)[0]
-    elif hasattr(validation_data, "as_numpy_iterator"):
-        validation_data = evaluation.as_arrays(validation_data)[0]
-    if isinstance(validation_data, list):
-        return [np.asarray(a)[:samples] for a in validation_data]
-    return np.asarray(validation_data)[:samples]
 
 
 def _mode_rows(results, selection, model):
@@ -313,11 +303,3 @@ def _png(figure, pyplot):
     figure.savefig(buffer, format="png", dpi=80)
     pyplot.close(figure)
     return buffer.getvalue()
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "value"):
-        return value.value
-    return str(value)

@@ -230,7 +230,7 @@ class _Search:
             self.model, self.y, predictions
         )[self.budget.metric]
         drop = self.budget.drop(value)
-        sample = [np.asarray(a)[:1] for a in _as_list(self.x)]
+        sample = [np.asarray(a)[:1] for a in evaluation.as_list(self.x)]
         trial = Trial(
             mode,
             tuple(keep_float),
@@ -246,10 +246,6 @@ class _Search:
 
 def _key(trial):
     return (trial.mode, trial.keep_float)
-
-
-def _as_list(value):
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _run_step(search, step):

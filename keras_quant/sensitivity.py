@@ -171,7 +171,7 @@ def analyze(model, data, samples=512, batch_size=256, per_layer=True):
     True
     """
     exporter.collect_ranges(model, Mode.INT8)
-    x = _inputs(data, samples)
+    x = sample_inputs(data, samples)
     tensors = point_tensors(model, x, batch_size)
     return from_tensors(model, x, tensors, per_layer, batch_size)
 
@@ -290,7 +290,8 @@ def _probe(model, bits):
     return keras.Model(rebuilt.inputs, list(record.values())), list(record)
 
 
-def _inputs(data, samples):
+def sample_inputs(data, samples):
+    """The first `samples` inputs of arrays, `(x, y)` or a dataset."""
     if isinstance(data, tuple) or hasattr(data, "as_numpy_iterator"):
         data = evaluation.as_arrays(data)[0]
     if isinstance(data, (list, tuple)):
