@@ -8,7 +8,7 @@ converter's own full-integer calibration.
 One observed model is trained (its observers calibrated by the validation
 runs of `fit`); then two conversions of the same trained weights are timed:
 
-- keras-quant: `keras_quant.conversion.convert(observed, "int8")`, which
+- keras-quant: `keras_quant.conversion.routes.convert(observed, "int8")`, which
   rebuilds the graph with fake-quant layers and converts it (no file is
   written, no report computed);
 - converter: `tf.lite.TFLiteConverter.from_keras_model(model)` on the float
@@ -22,7 +22,7 @@ between the two, and the figure is the median.
 
 import common  # before keras: sets TensorFlow's log level
 
-import keras_quant
+from keras_quant.conversion import routes
 
 SCRIPT = "benchmarks/export_time.py"
 CALIBRATION_SAMPLES = 200
@@ -41,7 +41,7 @@ def conversions(model, observed, data):
         `{name: function returning the .tflite bytes}`.
     """
     return {
-        "keras-quant": lambda: keras_quant.conversion.convert(observed, "int8"),
+        "keras-quant": lambda: routes.convert(observed, "int8"),
         "converter": lambda: common.converter_int8(
             model, data.x_train, CALIBRATION_SAMPLES
         ),

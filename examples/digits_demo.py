@@ -43,7 +43,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import keras_quant  # noqa: E402
-import keras_quant.litert  # noqa: E402
+import keras_quant.runtime.litert  # noqa: E402
 
 SEED = 1234
 BATCH_SIZE = 32
@@ -214,7 +214,7 @@ def measure_rows(results, sample):
     """
     rows = []
     for result in results:
-        seconds = keras_quant.litert.latency(
+        seconds = keras_quant.runtime.litert.latency(
             result.path, sample, runs=LATENCY_RUNS, num_threads=1
         )
         row = result.to_dict()

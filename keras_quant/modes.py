@@ -2,9 +2,13 @@
 
 `MODES` is the one table from a `Mode` to what it means: whether it needs
 activation ranges (and at which bit width), and the converter settings.
-`configure_converter` applies a row to a `tf.lite.TFLiteConverter`, and
-`conversion.ROUTES` maps a row's `route` to its conversion function; nothing
-else in keras-quant branches on the mode.
+`conversion.converter.configure` applies a row to a TFLite converter, and
+`conversion.routes.ROUTES` maps a row's `route` to its conversion function;
+nothing else in keras-quant branches on the mode. `TARGETS` is the decision
+tree of `mode="auto"`, per deployment target.
+
+This module imports neither Keras nor TensorFlow, so the command line can
+show these tables at once.
 
 | mode        | weights         | activations     | input/output        |
 |-------------|-----------------|-----------------|---------------------|
@@ -18,8 +22,6 @@ else in keras-quant branches on the mode.
 
 import dataclasses
 import enum
-
-import tensorflow as tf
 
 
 class Mode(str, enum.Enum):
@@ -49,7 +51,7 @@ class ModeSpec:
         summary: one line for reports.
         route: how the model is converted (see `Route`).
         optimize: whether to set `optimizations=[tf.lite.Optimize.DEFAULT]`.
-        supported_types: `target_spec.supported_types`.
+        supported_types: `target_spec.supported_types`, as dtype names.
         integer_io: whether inputs and outputs are integers.
         hardware: where the guide says the mode pays off.
     """
@@ -82,7 +84,7 @@ MODES = {
         hardware="CPU, Edge TPU, microcontrollers",
     ),
     Mode.FLOAT16: ModeSpec(
-        "float16 weights", supported_types=(tf.float16,), hardware="CPU, GPU"
+        "float16 weights", supported_types=("float16",), hardware="CPU, GPU"
     ),
     Mode.INT16X8: ModeSpec(
         "16x8: int16 activations, int8 weights",
@@ -91,7 +93,23 @@ MODES = {
     ),
 }
 
-IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8}
+IO_DTYPES = ("int8", "uint8")
+
+AUTO = "auto"  # the mode that chooses among the others (`TARGETS`)
+KEEP_FLOAT = "int8+float layers"  # auto's step between int8 and dynamic
+
+TARGETS = {
+    "cpu": (
+        Mode.INT8,
+        KEEP_FLOAT,
+        Mode.DYNAMIC,
+        Mode.INT16X8,
+        Mode.FLOAT16,
+        Mode.FLOAT32,
+    ),
+    "gpu": (Mode.FLOAT16, Mode.FLOAT32),
+    "integer_only": (Mode.INT8_ONLY,),
+}
 
 
 def parse_mode(mode):
@@ -127,16 +145,3 @@ def check_io_dtype(mode, io_dtype):
             f"Received: io_dtype={io_dtype!r}"
         )
     return io_dtype
-
-
-def configure_converter(converter, mode, io_dtype=None):
-    """Applies the settings of `mode` to a `tf.lite.TFLiteConverter`."""
-    spec = MODES[mode]
-    if spec.optimize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if spec.supported_types:
-        converter.target_spec.supported_types = list(spec.supported_types)
-    if spec.integer_io:
-        converter.inference_input_type = IO_DTYPES[io_dtype]
-        converter.inference_output_type = IO_DTYPES[io_dtype]
-    return converter

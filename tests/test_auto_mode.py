@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import keras_quant
-from keras_quant import conversion
-from keras_quant import selection
+from keras_quant.conversion import routes as conversion
+from keras_quant.exporting import auto as selection
 from keras_quant.modes import Mode
 
 

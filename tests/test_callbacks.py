@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 import keras_quant
-from keras_quant import sensitivity
 from keras_quant.callbacks import RangeCalibration
 from keras_quant.callbacks import TFLiteExport
-from keras_quant.observers import read
+from keras_quant.measurement import sensitivity
+from keras_quant.observation.observers import read
 from tests.conftest import small_cnn
 
 BATCH = 50
@@ -156,7 +156,7 @@ def test_export_at_train_end(observed, digits, tmp_path):
     fit(observed, digits, [RangeCalibration(), export], epochs=2)
     assert sorted(os.listdir(tmp_path)) == ["m_float16.tflite", "m_int8.tflite"]
     assert [r.mode.value for r in export.results] == ["int8", "float16"]
-    with keras_quant.evaluation.observers_paused(observed):
+    with keras_quant.measurement.evaluation.observers_paused(observed):
         _, accuracy = observed.evaluate(*digits["test"], verbose=0)
     assert export.results[0].float_metrics["accuracy"] == pytest.approx(
         accuracy

@@ -13,7 +13,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 import keras_quant
 from keras_quant import cli
-from keras_quant import inspection
+from keras_quant.runtime import inspection
 from tests.conftest import small_cnn
 from tests.conftest import train
 

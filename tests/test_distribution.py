@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras import layers
 
 import keras_quant
-from keras_quant.observers import read
+from keras_quant.observation.observers import read
 
 
 def build_observed(estimator, batch_norm):

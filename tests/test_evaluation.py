@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_quant import conversion
-from keras_quant import evaluation
-from keras_quant import litert
+from keras_quant import data as data_lib
+from keras_quant.conversion import routes as conversion
+from keras_quant.measurement import evaluation
+from keras_quant.runtime import litert
 
 
 def test_metrics_from_predictions_match_evaluate(trained_cnn, digits):
@@ -51,4 +52,4 @@ def test_comparison_does_not_move_ranges(calibrated_cnn, digits):
 
 def test_bad_validation_data():
     with pytest.raises(TypeError, match=r"tuple `\(x, y\)`"):
-        evaluation.as_arrays([np.zeros(3), np.zeros(3)])
+        data_lib.as_arrays([np.zeros(3), np.zeros(3)])

@@ -6,13 +6,14 @@ import pytest
 import tensorflow as tf
 
 import keras_quant
-from keras_quant import conversion
-from keras_quant import inspection
-from keras_quant import litert
+from keras_quant.conversion import routes as conversion
+from keras_quant.conversion.converter import quiet
 from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.errors import UnsupportedModelError
 from keras_quant.errors import UnwritablePathError
+from keras_quant.runtime import inspection
+from keras_quant.runtime import litert
 
 ARCHITECTURES = ["small_cnn", "residual_cnn", "nested_cnn"]
 
@@ -138,7 +139,7 @@ def converter_int8(model, samples):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
-    with conversion.quiet():
+    with quiet():
         return converter.convert()
 
 
@@ -499,7 +500,7 @@ def test_per_pixel_normalization_is_refused_for_integer_modes(
 
 
 def test_export_many_shares_one_float32_reference(calibrated_cnn, tmp_path):
-    results = keras_quant.exporter.export_many(
+    results = keras_quant.export_many(
         calibrated_cnn,
         {mode: tmp_path / f"m_{mode}.tflite" for mode in ("int8", "float32")},
     )
@@ -511,7 +512,7 @@ def test_export_many_shares_one_float32_reference(calibrated_cnn, tmp_path):
 def test_export_many_reports_failures_to_on_error(trained_cnn, tmp_path):
     observed = keras_quant.observe(trained_cnn)  # never calibrated
     failed = []
-    results = keras_quant.exporter.export_many(
+    results = keras_quant.export_many(
         observed,
         {"int8": tmp_path / "a.tflite", "float16": tmp_path / "b.tflite"},
         on_error=lambda mode, error: failed.append((mode.value, type(error))),

@@ -2,8 +2,8 @@ import keras
 import pytest
 from keras import layers
 
-from keras_quant import graph
 from keras_quant.errors import UnsupportedModelError
+from keras_quant.graph import trace as graph
 from tests.conftest import nested_cnn
 
 

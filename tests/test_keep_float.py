@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import keras_quant
-from keras_quant import conversion
-from keras_quant import inspection
+from keras_quant.conversion import routes as conversion
+from keras_quant.runtime import inspection
 
 COMPUTE_OPS = ("CONV_2D", "FULLY_CONNECTED", "ADD", "CONCATENATION")
 

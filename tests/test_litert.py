@@ -4,8 +4,8 @@ import pytest
 from keras import layers
 
 import keras_quant
-from keras_quant import conversion
-from keras_quant import litert
+from keras_quant.conversion import routes as conversion
+from keras_quant.runtime import litert
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from keras_quant import modes
+from keras_quant.conversion.converter import configure
 from keras_quant.modes import MODES
 from keras_quant.modes import Mode
 
@@ -51,11 +52,11 @@ def converter():
 
 
 def test_converter_settings_follow_the_table():
-    float16 = modes.configure_converter(converter(), Mode.FLOAT16)
+    float16 = configure(converter(), Mode.FLOAT16)
     assert float16.optimizations == [tf.lite.Optimize.DEFAULT]
     assert float16.target_spec.supported_types == [tf.float16]
-    integer = modes.configure_converter(converter(), Mode.INT8_ONLY, "uint8")
+    integer = configure(converter(), Mode.INT8_ONLY, "uint8")
     assert integer.inference_input_type == tf.uint8
     assert integer.inference_output_type == tf.uint8
-    plain = modes.configure_converter(converter(), Mode.FLOAT32)
+    plain = configure(converter(), Mode.FLOAT32)
     assert not plain.optimizations

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import keras_quant
-from keras_quant.layers import Split
-from keras_quant.observers import read
+from keras_quant.observation.layers import Split
+from keras_quant.observation.observers import read
 from tests.conftest import small_cnn
 
 
@@ -181,8 +181,8 @@ def test_set_recording_reaches_already_traced_steps(digits):
     keras.utils.set_random_seed(0)
     observed = keras_quant.observe(small_cnn())
     observed.fit(*digits["train"], epochs=1, verbose=0)  # traced: no record
-    keras_quant.observed_model.set_recording(
-        observed, keras_quant.observers.RECORD_TRAINING
+    keras_quant.observation.observed_model.set_recording(
+        observed, keras_quant.observation.observers.RECORD_TRAINING
     )
     observed.fit(*digits["train"], epochs=1, batch_size=100, verbose=0)
     assert read(observed.observers[0].batches_seen_) == 11

@@ -5,10 +5,10 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from keras_quant import observers
-from keras_quant import ranges
-from keras_quant.observers import Observer
-from keras_quant.observers import read
+from keras_quant.observation import observers
+from keras_quant.observation import ranges
+from keras_quant.observation.observers import Observer
+from keras_quant.observation.observers import read
 
 RNG = np.random.default_rng(0)
 
@@ -35,7 +35,7 @@ def test_minmax_matches_numpy_running_min_and_max():
 def test_ema_matches_numpy_moving_average():
     batches = batches_of(0.0, 3.0, -2.0, 1.0)
     observer = feed(Observer("ema"), batches)
-    momentum = observers.ESTIMATORS["ema"].momentum
+    momentum = ranges.ESTIMATORS["ema"].momentum
     low, high = batches[0].min(), batches[0].max()
     for batch in batches[1:]:
         low = momentum * low + (1 - momentum) * batch.min()

@@ -2,7 +2,7 @@ import keras
 import pytest
 from keras import layers
 
-from keras_quant import placement
+from keras_quant.graph import placement
 
 
 def names(model):

@@ -6,13 +6,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import keras_quant
-from keras_quant import conversion
-from keras_quant import inspection
-from keras_quant import litert
-from keras_quant import qat
+from keras_quant.conversion import routes as conversion
 from keras_quant.errors import NotCalibratedError
 from keras_quant.errors import UnsupportedModelError
-from keras_quant.observers import read
+from keras_quant.observation import qat
+from keras_quant.observation.observers import read
+from keras_quant.runtime import inspection
+from keras_quant.runtime import litert
 from tests.conftest import small_cnn
 
 

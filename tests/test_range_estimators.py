@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_quant import ranges
-from keras_quant.observers import Observer
-from keras_quant.observers import read
+from keras_quant.observation import ranges
+from keras_quant.observation.observers import Observer
+from keras_quant.observation.observers import read
 
 
 def rng():

@@ -10,9 +10,9 @@ import pytest
 from matplotlib import image
 
 import keras_quant
-from keras_quant import report
 from keras_quant.callbacks import RangeCalibration
 from keras_quant.callbacks import TFLiteExport
+from keras_quant.exporting import report
 from tests.conftest import small_cnn
 
 # matplotlib's default blue (histogram bars) and the red of range lines.
@@ -75,7 +75,7 @@ def test_html_renders_its_plots_in_chromium(calibrated_cnn, digits, tmp_path):
 
 
 def test_json_holds_modes_ranges_and_errors(calibrated_cnn, digits, tmp_path):
-    results = keras_quant.exporter.export_many(
+    results = keras_quant.export_many(
         calibrated_cnn,
         {mode: tmp_path / f"m_{mode}.tflite" for mode in ("int8", "float16")},
         validation_data=digits["val"],

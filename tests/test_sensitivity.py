@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import keras_quant
-from keras_quant import conversion
-from keras_quant import sensitivity
-from keras_quant.observed_model import find_observers
+from keras_quant.conversion import routes as conversion
+from keras_quant.measurement import sensitivity
+from keras_quant.observation.observed_model import find_observers
 
 
 def test_errors_match_numpy_on_the_same_tensors(calibrated_cnn, digits):

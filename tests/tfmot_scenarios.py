@@ -17,7 +17,7 @@ import tf_keras  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_quant  # noqa: E402
-from keras_quant import inspection  # noqa: E402
+from keras_quant.runtime import inspection  # noqa: E402
 
 
 def digits():

@@ -5,15 +5,14 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
-from keras_quant import sensitivity
-from keras_quant.observed_model import find_observers
-from keras_quant.observed_model import set_recording
-from keras_quant.observers import RECORD_ALWAYS
-from keras_quant.observers import RECORD_INFERENCE
-from keras_quant.observers import RECORD_OFF
-from keras_quant.observers import RECORD_TRAINING
+from keras_quant.measurement import sensitivity
+from keras_quant.observation.observed_model import find_observers
+from keras_quant.observation.observed_model import set_recording
+from keras_quant.observation.observers import RECORD_ALWAYS
+from keras_quant.observation.observers import RECORD_INFERENCE
+from keras_quant.observation.observers import RECORD_OFF
+from keras_quant.observation.observers import RECORD_TRAINING
 
 # phase -> (which steps record, whether ranges follow the weights).
 PHASES = {
@@ -165,8 +164,8 @@ def _scalar(tag, value, step):
     install; the low-level write with the scalars plugin's metadata is what
     it does.
     """
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+    metadata = tf.compat.v1.SummaryMetadata(
+        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(
             plugin_name="scalars"
         )
     )

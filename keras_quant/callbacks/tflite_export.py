@@ -5,9 +5,9 @@ import os
 import keras
 import numpy as np
 
-from keras_quant import exporter as export_lib
 from keras_quant import modes as modes_lib
-from keras_quant import report
+from keras_quant.exporting import api
+from keras_quant.exporting import files
 
 SAVE_FREQS = ("train_end", "epoch")
 MONITOR_MODES = {
@@ -87,7 +87,7 @@ class TFLiteExport(keras.callbacks.Callback):
         self.modes = (
             () if self.auto else tuple(modes_lib.parse_mode(m) for m in modes)
         )
-        if not self.filepath.endswith(export_lib.TFLITE_SUFFIX):
+        if not self.filepath.endswith(files.TFLITE_SUFFIX):
             raise ValueError(
                 "Expected `filepath` to end in '.tflite'. "
                 f"Received: filepath={self.filepath!r}"
@@ -158,38 +158,21 @@ class TFLiteExport(keras.callbacks.Callback):
             self._export(None, logs or {})
 
     def _export(self, epoch, logs):
-        if self.auto:
-            self.results = [
-                export_lib.export(
-                    self.model,
-                    self.filepath.format(mode="auto", epoch=epoch, **logs),
-                    "auto",
-                    validation_data=self.validation_data,
-                    io_dtype=self.io_dtype,
-                    **self.choice,
-                )
-            ]
-        else:
-            self.results = self._export_modes(epoch, logs)
-        if self.report_dir is not None:
-            report.write_report(
-                self.report_dir.format(epoch=epoch, **logs),
-                self.model,
-                self.results,
-                self.validation_data,
-                selection=self.results[0].selection if self.auto else None,
-            )
-
-    def _export_modes(self, epoch, logs):
-        return export_lib.export_many(
+        modes = ("auto",) if self.auto else [m.value for m in self.modes]
+        plan = api.plan_export(
             self.model,
             {
-                mode: self.filepath.format(mode=mode.value, epoch=epoch, **logs)
-                for mode in self.modes
+                mode: self.filepath.format(mode=mode, epoch=epoch, **logs)
+                for mode in modes
             },
             io_dtype=self.io_dtype,
             validation_data=self.validation_data,
+            report_dir=None
+            if self.report_dir is None
+            else self.report_dir.format(epoch=epoch, **logs),
+            **self.choice,
         )
+        self.results = api.run(self.model, plan)
 
 
 def _improvement_test(monitor, mode):

@@ -1,0 +1,177 @@
+"""The `keras-quant` argument parser.
+
+It imports neither Keras nor TensorFlow, so `keras-quant --help` and an
+argument error answer at once; the choices it offers are the library's
+own tables (`modes.MODES`, `modes.TARGETS`, `ranges.ESTIMATORS`).
+"""
+
+import argparse
+
+from keras_quant.modes import AUTO
+from keras_quant.modes import IO_DTYPES
+from keras_quant.modes import TARGETS
+from keras_quant.modes import Mode
+from keras_quant.observation.ranges import ESTIMATORS
+
+MODE_NAMES = [mode.value for mode in Mode] + [AUTO]
+
+
+def build_parser():
+    """The argument parser, with one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog="keras-quant",
+        description="Quantized TFLite (LiteRT) models from Keras 3 models.",
+        epilog="Exit codes: 0 success; 1 the export, spec check or accuracy "
+        "budget failed; 2 bad arguments or unreadable input.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and LiteRT's own log lines",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_export(commands)
+    _add_inspect(commands)
+    _add_compare(commands)
+    _add_report(commands)
+    return parser
+
+
+def _version():
+    from importlib import metadata
+
+    try:
+        return metadata.version("keras-quant")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _add_export(commands):
+    command = commands.add_parser(
+        "export",
+        help="write .tflite files from a .keras model",
+        description="Export a .keras model to .tflite. An observed model "
+        "saved with ranges needs no data; a float model needs "
+        "--calibration-data for the modes that quantize activations.",
+    )
+    command.add_argument("model", help="the .keras file")
+    _add_modes(command, default=["int8"])
+    command.add_argument(
+        "-o",
+        "--output",
+        help="the .tflite to write; with several modes it must contain "
+        "{mode} (default: <model>_{mode}.tflite beside the model)",
+    )
+    _add_calibration(command)
+    command.add_argument(
+        "--validation-data",
+        help=".npz with 'x' and 'y': float and quantized metrics (needed "
+        "by --mode auto)",
+    )
+    command.add_argument("--io-dtype", choices=IO_DTYPES)
+    command.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        help="for --mode auto: points (or percent for a loss-like metric)",
+    )
+    command.add_argument("--target", choices=sorted(TARGETS), help="for auto")
+    command.add_argument(
+        "--report-dir",
+        help="also write report.html and report.json there, comparing the "
+        "modes exported",
+    )
+    command.set_defaults(command="export")
+
+
+def _add_modes(command, default):
+    command.add_argument(
+        "-m",
+        "--mode",
+        dest="modes",
+        nargs="+",
+        default=default,
+        help=f"{', '.join(MODE_NAMES)} (default: {' '.join(default)})",
+    )
+
+
+def _add_calibration(command):
+    command.add_argument(
+        "--calibration-data",
+        help=".npz (array 'x', or its only array) or a folder of images: "
+        "activation ranges are collected on it",
+    )
+    command.add_argument(
+        "--estimator",
+        default="minmax",
+        choices=sorted(ESTIMATORS),
+        help="range estimator for --calibration-data (default: minmax)",
+    )
+    command.add_argument(
+        "--samples",
+        type=int,
+        default=1000,
+        help="calibration samples to use (default: 1000)",
+    )
+    command.add_argument(
+        "--image-scale",
+        type=float,
+        default=1 / 255,
+        help="multiplies image pixels (default: 1/255, to [0, 1])",
+    )
+
+
+def _add_inspect(commands):
+    command = commands.add_parser(
+        "inspect",
+        help="show a .tflite's ops, types and quantization; check the spec",
+        description="Print a .tflite model's inputs, outputs, ops, tensor "
+        "types and quantization parameters, and check them against the "
+        "TFLite quantization spec (exit code 1 if they break it).",
+    )
+    command.add_argument("tflite", help="the .tflite file")
+    command.add_argument("--json", action="store_true", help="print JSON")
+    command.set_defaults(command="inspect")
+
+
+def _add_compare(commands):
+    command = commands.add_parser(
+        "compare",
+        help="float .keras against .tflite on data: metrics, output error",
+        description="Run the float Keras model and the .tflite model on the "
+        "same data and compare the model's compiled loss and metrics.",
+    )
+    command.add_argument("model", help="the float (or observed) .keras file")
+    command.add_argument("tflite", help="the .tflite file")
+    command.add_argument(
+        "--data", required=True, help=".npz with arrays 'x' and 'y'"
+    )
+    command.add_argument(
+        "--max-drop",
+        type=float,
+        help="exit 1 if the first metric drops more (points; percent for "
+        "a loss-like metric)",
+    )
+    command.set_defaults(command="compare")
+
+
+def _add_report(commands):
+    command = commands.add_parser(
+        "report",
+        help="export modes and write report.html and report.json",
+        description="Export the model in each mode into a folder and write "
+        "a report comparing them: sizes, metrics, latency, activation "
+        "histograms and per-point errors.",
+    )
+    command.add_argument("model", help="the .keras file")
+    command.add_argument(
+        "--data", required=True, help=".npz with arrays 'x' and 'y'"
+    )
+    _add_modes(command, default=["int8", "float16"])
+    command.add_argument(
+        "-o", "--output", default="report", help="folder (default: report)"
+    )
+    _add_calibration(command)
+    command.set_defaults(command="report")

@@ -1,0 +1,112 @@
+"""What the command line prints: export results and `.tflite` summaries."""
+
+import os
+
+from keras_quant.cli.outcomes import UsageError
+
+
+def output_path(args, mode):
+    if args.output:
+        if len(args.modes) > 1 and "{mode}" not in args.output:
+            raise UsageError(
+                "several modes need '{mode}' in --output, so the files do "
+                "not overwrite each other"
+            )
+        return args.output.format(mode=mode)
+    return os.path.join(
+        os.path.dirname(args.model) or ".", f"{stem(args.model)}_{mode}.tflite"
+    )
+
+
+def stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def describe(result):
+    line = (
+        f"wrote {result.path}: {result.mode.value}, "
+        f"{result.size_bytes / 1024:.1f} KB ({result.size_ratio:.2f} of "
+        "float32)"
+    )
+    if result.keep_float:
+        line += f", float layers {list(result.keep_float)}"
+    if result.quantized_metrics:
+        metrics = ", ".join(
+            f"{name} {result.float_metrics[name]:.4g} -> {value:.4g}"
+            for name, value in result.quantized_metrics.items()
+        )
+        line += f"; {metrics}"
+    return line
+
+
+def summary_text(path, summary, violations):
+    lines = [f"{path}: {summary.size_bytes / 1024:.1f} KB"]
+    for label, indices in (
+        ("input", summary.inputs),
+        ("output", summary.outputs),
+    ):
+        for index in indices:
+            lines.append(f"{label}: {tensor_text(summary.tensors[index])}")
+    counts = {}
+    for op in summary.ops:
+        counts[op.name] = counts.get(op.name, 0) + 1
+    lines.append(
+        "ops: " + ", ".join(f"{name} x{n}" for name, n in counts.items())
+    )
+    lines.append("weights:")
+    for op_name, weight, bias in summary.weights():
+        lines.append(f"  {op_name}: {tensor_text(weight)}")
+        if bias is not None:
+            lines.append(f"    bias: {tensor_text(bias)}")
+    lines.append("activations:")
+    for tensor in summary.activations():
+        lines.append(f"  {tensor_text(tensor)}")
+    if violations:
+        lines.append("TFLite quantization spec: NOT followed")
+        lines.extend(f"  {message}" for message in violations)
+    else:
+        lines.append("TFLite quantization spec: followed")
+    return "\n".join(lines)
+
+
+def tensor_text(tensor):
+    text = f"'{tensor.name}' {tensor.dtype} {list(tensor.shape)}"
+    if len(tensor.scales) == 1:
+        text += (
+            f" scale {float(tensor.scales[0]):.6g} zero point "
+            f"{int(tensor.zero_points[0])}"
+        )
+    elif len(tensor.scales) > 1:
+        text += (
+            f" per-axis (dim {tensor.quantized_dimension}, "
+            f"{len(tensor.scales)} scales {float(tensor.scales.min()):.3g}"
+            f"..{float(tensor.scales.max()):.3g}, zero points "
+            f"{sorted(set(int(z) for z in tensor.zero_points))})"
+        )
+    return text
+
+
+def summary_dict(path, summary, violations):
+    def tensor(info):
+        return {
+            "name": info.name,
+            "dtype": info.dtype,
+            "shape": list(info.shape),
+            "scales": [float(s) for s in info.scales],
+            "zero_points": [int(z) for z in info.zero_points],
+            "quantized_dimension": info.quantized_dimension,
+        }
+
+    return {
+        "path": path,
+        "size_bytes": summary.size_bytes,
+        "inputs": [tensor(summary.tensors[i]) for i in summary.inputs],
+        "outputs": [tensor(summary.tensors[i]) for i in summary.outputs],
+        "ops": [op.name for op in summary.ops],
+        "weights": [
+            {"op": name, "weight": tensor(w), "bias": b and tensor(b)}
+            for name, w, b in summary.weights()
+        ],
+        "activations": [tensor(t) for t in summary.activations()],
+        "spec_violations": violations,
+    }

@@ -1,0 +1,1 @@
+"""Stage 3: a Keras model to `.tflite` bytes in one mode, checked."""

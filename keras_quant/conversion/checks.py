@@ -1,0 +1,118 @@
+"""Checks before and after a conversion: what a mode can hold.
+
+Before: the model is one keras-quant can trace, `keep_float` names real
+layers, constant multipliers fit in int8. After: LiteRT can prepare the
+result, and an integer-only mode holds no float tensor.
+"""
+
+import keras
+import numpy as np
+
+from keras_quant.conversion import tfmot_interop
+from keras_quant.conversion.graphs import layer_name
+from keras_quant.conversion.graphs import unsplit
+from keras_quant.errors import ExportError
+from keras_quant.graph import decomposition
+from keras_quant.graph import trace as graph_lib
+from keras_quant.modes import MODES
+from keras_quant.modes import Mode
+from keras_quant.observation.observers import Observer
+from keras_quant.runtime import inspection
+from keras_quant.runtime import litert
+
+# Largest max/min ratio of a constant multiplier vector. TFLite quantizes
+# it per tensor to int8, so the smallest entry is rounded by up to
+# `ratio / 254` of itself: 25.4 keeps that within 10 %. (Seen: a
+# Normalization adapted per pixel on the digits, multipliers from 2.5 to
+# 1e7, turned every output into a constant.)
+MAX_MULTIPLIER_SPREAD = 25.4
+
+
+def check_multipliers(model):
+    """Raises `ExportError` for a constant multiplier int8 cannot hold.
+
+    Args:
+        model: an observed or QAT model.
+    """
+    for op in graph_lib.trace(model).ops:
+        layer = unsplit(op.layer)
+        multiplier = decomposition.constant_multiplier(layer)
+        if multiplier is None:
+            continue
+        magnitudes = np.abs(np.asarray(keras.ops.convert_to_numpy(multiplier)))
+        magnitudes = magnitudes[magnitudes > 0]
+        if magnitudes.size and magnitudes.max() > (
+            MAX_MULTIPLIER_SPREAD * magnitudes.min()
+        ):
+            raise ExportError(
+                f"Layer '{layer.name}' multiplies by constants from "
+                f"{magnitudes.min():.3g} to {magnitudes.max():.3g}; TFLite "
+                "stores them as one int8 tensor, which rounds the small ones "
+                "to zero or far off, and the quantized model would be "
+                "wrong. Normalize or scale the data before the model (or "
+                "per channel with a narrower spread), or export a float mode."
+            )
+
+
+def check_model(model):
+    """Raises `UnsupportedModelError` unless keras-quant can export it."""
+    if not tfmot_interop.is_tf_keras_model(model):
+        graph_lib.as_functional(model)
+
+
+def check_keep_float(model, mode, keep_float):
+    """`keep_float` as a tuple of known layer names, or raises ValueError."""
+    if isinstance(keep_float, str):
+        keep_float = [keep_float]
+    keep_float = tuple(dict.fromkeys(keep_float or ()))
+    if not keep_float:
+        return ()
+    if mode is not Mode.INT8:
+        raise ValueError(
+            "`keep_float` needs mode='int8', the one mode where float ops "
+            f"may sit between quantized ones. Received: mode={mode.value!r}."
+        )
+    if tfmot_interop.is_tf_keras_model(model):
+        raise ValueError(
+            "`keep_float` needs a Keras 3 model; tfmot decides what a "
+            "tf_keras model quantizes (`quantize_annotate_layer`)."
+        )
+    known = {
+        layer_name(op.layer)
+        for op in graph_lib.trace(model).ops
+        if not isinstance(op.layer, Observer)
+    }
+    unknown = [name for name in keep_float if name not in known]
+    if unknown:
+        raise ValueError(
+            f"`keep_float` names layers that model '{model.name}' does not "
+            f"have: {unknown}. Its layers are: {sorted(known)}."
+        )
+    return keep_float
+
+
+def check_contract(tflite, mode):
+    _check_loads(tflite)
+    if not MODES[mode].integer_io:
+        return
+    float_ops = inspection.summarize(tflite).float_ops()
+    if float_ops:
+        raise ExportError(
+            f"Mode {mode.value!r} must give a model with no float tensor, "
+            f"but these ops still compute in float: {sorted(set(float_ops))}. "
+            "keras-quant places no range on the layers behind them. Use "
+            "mode='int8' (float fallback), or replace those layers with "
+            "ones TFLite quantizes."
+        )
+
+
+def _check_loads(tflite):
+    """Refuses a model LiteRT (with its default XNNPACK delegate) cannot
+    prepare, rather than writing a file that fails on the device."""
+    try:
+        litert.interpreter(tflite).allocate_tensors()
+    except (RuntimeError, ValueError) as error:
+        raise ExportError(
+            f"LiteRT cannot prepare the converted model: {error}. Check the "
+            "ranges in the report for degenerate points, or export 'int8'."
+        ) from error

@@ -1,0 +1,103 @@
+"""The TFLite converter, set up for one mode and kept quiet.
+
+`make_converter` freezes a Keras model's serving function in memory and
+hands it to `tf.lite.TFLiteConverter` (decision D13); `configure` applies a
+row of `modes.MODES`; `run_converter` does both and turns the converter's
+failures into `ExportError`.
+"""
+
+import contextlib
+import io
+import logging
+import warnings
+
+import keras
+import tensorflow as tf
+
+from keras_quant import native_stderr
+from keras_quant._compat import keras_internals
+from keras_quant._compat.tensorflow_internals import ConverterError
+from keras_quant._compat.tensorflow_internals import freeze
+from keras_quant.errors import ExportError
+from keras_quant.modes import MODES
+
+
+def run_converter(keras_model, mode, io_dtype=None):
+    """Converts a plain Keras model (no observers) with `mode`'s settings."""
+    converter = make_converter(keras_model)
+    configure(converter, mode, io_dtype)
+    try:
+        with quiet():
+            return converter.convert()
+    except ConverterError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ExportError(
+            f"The TFLite converter cannot convert this model (mode "
+            f"{mode.value!r}): {reason}"
+        ) from error
+
+
+def make_converter(keras_model):
+    """A `TFLiteConverter` for `keras_model`, from a frozen function.
+
+    `from_keras_model` writes and reads back a SavedModel first; freezing
+    the serving function in memory gives the same model in about a third
+    of the time (0.11 s against 0.35 s on the demo model).
+    """
+
+    @tf.function
+    def serve(*inputs):
+        structured = keras.tree.pack_sequence_as(
+            keras_internals.inputs_structure(keras_model), list(inputs)
+        )
+        return keras_model(structured, training=False)
+
+    specs = [
+        tf.TensorSpec(tensor.shape, tensor.dtype, name=_input_name(tensor))
+        for tensor in keras_model.inputs
+    ]
+    frozen = freeze(serve.get_concrete_function(*specs))
+    with quiet():
+        return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+
+
+def _input_name(tensor):
+    return keras_internals.producer_name(tensor)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silences the converter's prints, warnings and absl log lines.
+
+    Among them: absl's note that a concrete function converted without its
+    trackable object takes the "deprecated conversion path" (decision D13),
+    and the quantizer's "fully_quantize: ..." line on native stderr.
+    """
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                native_stderr.captured(),
+            ):
+                yield
+    finally:
+        absl.setLevel(level)
+
+
+def configure(converter, mode, io_dtype=None):
+    """Applies the settings of `mode` to a `tf.lite.TFLiteConverter`."""
+    spec = MODES[mode]
+    if spec.optimize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if spec.supported_types:
+        converter.target_spec.supported_types = [
+            tf.dtypes.as_dtype(name) for name in spec.supported_types
+        ]
+    if spec.integer_io:
+        converter.inference_input_type = tf.dtypes.as_dtype(io_dtype)
+        converter.inference_output_type = tf.dtypes.as_dtype(io_dtype)
+    return converter

@@ -1,0 +1,111 @@
+"""The Keras graphs conversion starts from, rebuilt from an observed model.
+
+`fake_quant_graph` is the graph TFLite will compute, with a fake-quant op
+holding each collected range; `float_graph` is the float model with the
+observers dropped. Both call the user's layers (the QAT wrappers' float
+layers), so the converter sees the same weights.
+"""
+
+from keras_quant.graph import decomposition
+from keras_quant.graph import trace as graph_lib
+from keras_quant.observation.layers import FakeQuant
+from keras_quant.observation.layers import NameScope
+from keras_quant.observation.layers import Split
+from keras_quant.observation.observed_model import find_observers
+from keras_quant.observation.observers import Observer
+from keras_quant.observation.qat import QuantizeWeights
+
+
+def fake_quant_graph(model, bits=8, record=None, float_points=()):
+    """The graph TFLite will compute: split layers as their steps, and a
+    fake-quant with its collected range in place of each observer.
+
+    With `bits=16` the ranges are made symmetric, as int16 activations are:
+    a simulation of the 16x8 model in Keras. With `bits=None` nothing is
+    quantized: the float graph, step by step.
+
+    Args:
+        model: an observed model.
+        bits: see above.
+        record: a dict that, if given, receives `{point: tensor}` for every
+            quantization point, in graph order (see `sensitivity`).
+        float_points: points left float (layers kept float).
+    """
+
+    def fake_quant(observer, value):
+        low, high = observer.range()
+        if observer.point in float_points:
+            pass
+        elif bits == 16:
+            bound = max(-low, high)
+            value = FakeQuant(-bound, bound, 16, narrow_range=True)(value)
+        elif bits == 8:
+            value = FakeQuant(low, high)(value)
+        if record is not None:
+            record[observer.point] = value
+        return value
+
+    def call_op(op, args, kwargs):
+        if isinstance(op.layer, Observer):
+            return fake_quant(op.layer, args[0])
+        if isinstance(op.layer, Split):
+            value = args[0]
+            for step, part in decomposition.plan(
+                op.layer.layer, op.layer.parts
+            ):
+                value = decomposition.LayerStep(op.layer.layer, step)(value)
+                if part is not None:
+                    value = fake_quant(op.layer.observer_for(part), value)
+            return value
+        return float_layer(op.layer)(*args, **kwargs)
+
+    return _rebuild(model, call_op)
+
+
+def float_graph(model, keep_float=()):
+    """The float graph: observers dropped; each layer named in `keep_float`
+    called in a `NameScope` that marks its ops."""
+    if not find_observers(model) and not keep_float:
+        return model
+    scopes = float_scopes(keep_float)
+
+    def call_op(op, args, kwargs):
+        if isinstance(op.layer, Observer):
+            return args[0]
+        layer = float_layer(unsplit(op.layer))
+        if layer.name in scopes:
+            layer = NameScope(layer, scopes[layer.name])
+        if isinstance(op.layer, Split):
+            return layer(*args)
+        return layer(*args, **kwargs)
+
+    return _rebuild(model, call_op)
+
+
+def float_scopes(keep_float):
+    """`{layer name: name scope}` for layers kept float. The scopes are
+    numbered, not named after the layer: TensorFlow suffixes a reused scope
+    with `_1`, which would make `dense` look like `dense_1`."""
+    return {
+        name: f"keras_quant_float_{i}_" for i, name in enumerate(keep_float)
+    }
+
+
+def layer_name(layer):
+    """The name of the user's layer behind an op (unwrapping keras-quant's
+    `Split` and QAT wrappers)."""
+    return float_layer(unsplit(layer)).name
+
+
+def unsplit(layer):
+    return layer.layer if isinstance(layer, Split) else layer
+
+
+def float_layer(layer):
+    """The layer itself, or the float layer a QAT wrapper fake-quantizes:
+    the converter quantizes its weights as `QuantizeWeights` simulates."""
+    return layer.layer if isinstance(layer, QuantizeWeights) else layer
+
+
+def _rebuild(model, call_op):
+    return graph_lib.trace(model).rebuild(call_op, name=model.name)

@@ -1,0 +1,169 @@
+"""The public export, and the one pipeline every export goes through.
+
+`export` (one file), `export_many` (several modes of one model), the
+`TFLiteExport` callback, the save hook and the command line all build an
+`ExportPlan` (`plan.plan_export`) and hand it to `run`, which writes each
+destination with the step its mode needs (`STEPS`) and, if asked, the
+report.
+"""
+
+from keras_quant.errors import KerasQuantError
+from keras_quant.exporting import auto
+from keras_quant.exporting import report as report_lib
+from keras_quant.exporting import single
+from keras_quant.exporting.plan import plan_export
+from keras_quant.modes import AUTO
+
+# How a destination is written: "auto" chooses its mode, any other mode
+# is written as it is.
+STEPS = {AUTO: auto.export_auto}
+
+
+def run(model, plan, on_error=None):
+    """Writes every destination of `plan`; returns their `ExportResult`s.
+
+    Args:
+        model: the model to export.
+        plan: an `ExportPlan` from `plan_export`.
+        on_error: if given, `on_error(mode, error)` is called for a
+            destination that fails with a `KerasQuantError`, and the others
+            go on; otherwise the error is raised.
+    """
+    shared = {}  # float32 size and float predictions, computed once
+    results = []
+    for destination in plan.destinations:
+        step = STEPS.get(destination.mode, single.export_mode)
+        try:
+            results.append(step(model, destination, plan, shared))
+        except KerasQuantError as error:
+            if on_error is None:
+                raise
+            on_error(destination.mode, error)
+    if plan.report_dir is not None and results:
+        report_lib.write_report(
+            plan.report_dir,
+            model,
+            results,
+            plan.validation_data,
+            selection=results[0].selection if len(results) == 1 else None,
+        )
+    return results
+
+
+def export(
+    model,
+    filepath,
+    mode="int8",
+    *,
+    io_dtype=None,
+    validation_data=None,
+    batch_size=256,
+    keep_float=(),
+    max_accuracy_drop=None,
+    target=None,
+    report_dir=None,
+):
+    """Writes `model` as a `.tflite` file in one quantization mode.
+
+    Args:
+        model: a Keras model; for `int8`, `int8_only` and `int16x8` an
+            observed model (`observe`) that has collected ranges, or a model
+            loaded from such a `.keras` file.
+        filepath: destination ending in `.tflite`; missing folders are made.
+        mode: one of `"float32"`, `"dynamic"`, `"int8"` (float fallback,
+            float input/output), `"int8_only"`, `"float16"`, `"int16x8"`;
+            or `"auto"`: the smallest, fastest mode for `target` whose
+            accuracy on `validation_data` is within `max_accuracy_drop` of
+            float (see `keras_quant.exporting.auto`). Defaults to `"int8"`.
+        io_dtype: `"int8"` (default) or `"uint8"`, for `"int8_only"` only.
+        validation_data: optional `(x, y)` or `tf.data.Dataset`; when given,
+            the result carries float and quantized metrics.
+        batch_size: batch size for the validation run. Defaults to `256`.
+        keep_float: names of layers to keep in float in `int8` mode: their
+            TFLite ops compute in float between quantized neighbours, for
+            layers that quantization hurts most (see `analyze`).
+        max_accuracy_drop: for `"auto"`: how much worse than float the
+            model's first compiled metric may get, in points (hundredths)
+            for a metric that grows like accuracy, in percent of the float
+            value for one that shrinks (and for the loss, used when there
+            is no metric). Defaults to `1.0`.
+        target: for `"auto"`: `"cpu"` (default), `"gpu"`, or
+            `"integer_only"` (microcontrollers, Edge TPU-like
+            accelerators).
+        report_dir: if given, a folder to write `report.json` and
+            `report.html` into (see `keras_quant.exporting.report`); with
+            `validation_data` it shows activation histograms and per-point
+            errors.
+
+    Returns:
+        An `ExportResult`.
+
+    Raises:
+        ValueError: unknown mode, bad `io_dtype`, a path not ending in
+            `.tflite`, or `keep_float` naming unknown layers or used with
+            another mode than `int8`.
+        UnsupportedModelError: not a Functional or Sequential Keras model.
+        NotCalibratedError: a range-based mode on a model without ranges.
+        NonFiniteActivationError: observers saw NaN or Inf values.
+        UnwritablePathError: the destination cannot be written.
+        ExportError: the converted model breaks the mode's contract.
+
+    Example:
+
+    >>> inputs = keras.Input((3,))
+    >>> dense = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> model = keras_quant.observe(dense)
+    >>> _ = model.predict(np.random.rand(32, 3).astype("float32"), verbose=0)
+    >>> result = export(model, tmp_dir + "/m.tflite", mode="int8_only")
+    >>> result.mode, result.io_dtype
+    (<Mode.INT8_ONLY: 'int8_only'>, 'int8')
+    """
+    plan = plan_export(
+        model,
+        {mode: filepath},
+        io_dtype=io_dtype,
+        validation_data=validation_data,
+        batch_size=batch_size,
+        keep_float=keep_float,
+        max_accuracy_drop=max_accuracy_drop,
+        target=target,
+        report_dir=report_dir,
+    )
+    return run(model, plan)[0]
+
+
+def export_many(
+    model,
+    filepaths,
+    *,
+    io_dtype=None,
+    validation_data=None,
+    batch_size=256,
+    report_dir=None,
+    on_error=None,
+):
+    """Exports several modes of one model, converting float32 once.
+
+    Args:
+        model: as for `export`.
+        filepaths: `{mode: filepath}`, in the order to export.
+        io_dtype: as for `export`; applied to integer input/output modes.
+        validation_data: as for `export`.
+        batch_size: as for `export`.
+        report_dir: as for `export`; one report compares all the modes.
+        on_error: if given, `on_error(mode, error)` is called for a mode that
+            fails with a `KerasQuantError`, and the other modes go on;
+            otherwise the error is raised.
+
+    Returns:
+        The `ExportResult` of each mode that was written.
+    """
+    plan = plan_export(
+        model,
+        filepaths,
+        io_dtype=io_dtype,
+        validation_data=validation_data,
+        batch_size=batch_size,
+        report_dir=report_dir,
+    )
+    return run(model, plan, on_error=on_error)

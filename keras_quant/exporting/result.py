@@ -1,0 +1,55 @@
+"""`ExportResult`: what an export wrote and how it compares with float."""
+
+import dataclasses
+
+from keras_quant.modes import Mode
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and, given data, how it compares with float.
+
+    Attributes:
+        path: the `.tflite` file written.
+        mode: the `Mode` exported.
+        io_dtype: integer input/output type (`int8_only`), else None.
+        size_bytes: size of the file.
+        float32_size_bytes: size of the same model exported as float32.
+        size_ratio: `size_bytes / float32_size_bytes`.
+        ranges: `{point name: (min, max)}` used, for range-based modes.
+        float_metrics: compiled loss and metrics of the Keras model on the
+            validation data (None without `validation_data`).
+        quantized_metrics: the same for the `.tflite` model in LiteRT.
+        max_abs_output_diff: largest output difference, float vs LiteRT.
+        keep_float: layers whose ops were kept float (`int8` only).
+        selection: for `mode="auto"`, the `Selection`: every candidate
+            tried with its measured size, accuracy and latency, and why
+            the written one was chosen.
+    """
+
+    path: str
+    mode: Mode
+    io_dtype: str
+    size_bytes: int
+    float32_size_bytes: int
+    size_ratio: float
+    ranges: dict
+    float_metrics: dict = None
+    quantized_metrics: dict = None
+    max_abs_output_diff: float = None
+    keep_float: tuple = ()
+    selection: object = None
+
+    def metric_drop(self, name):
+        """`float - quantized` for a metric both were evaluated on."""
+        return self.float_metrics[name] - self.quantized_metrics[name]
+
+    def to_dict(self):
+        """A JSON-ready dict."""
+        result = dataclasses.asdict(self)
+        result["mode"] = self.mode.value
+        result["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        result["keep_float"] = list(self.keep_float)
+        if self.selection is not None:
+            result["selection"] = self.selection.to_dict()
+        return result

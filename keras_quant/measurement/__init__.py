@@ -1,0 +1,1 @@
+"""Stage 4: measure a quantized model against the float one on data."""

@@ -1,0 +1,310 @@
+"""`observe()`: a model with observers at every quantization point.
+
+The observed model is a Functional model built by replaying the original
+graph (`graph.Graph.replay`) with an `Observer` after each quantization
+point (`placement.find_points`). It calls the original layers, so training
+it trains the original model, which stays an ordinary Keras model.
+
+`ObservedModel.save` also writes the quantized `.tflite` files of its
+`save_modes` beside the `.keras` file, so `model.save` and
+`keras.callbacks.ModelCheckpoint` export as they save.
+"""
+
+import contextlib
+import re
+
+import keras
+
+from keras_quant import modes as modes_lib
+from keras_quant._compat import keras_internals
+from keras_quant.errors import NonFiniteActivationError
+from keras_quant.errors import NotCalibratedError
+from keras_quant.graph import placement
+from keras_quant.graph import trace as graph_lib
+from keras_quant.observation.layers import Split
+from keras_quant.observation.observers import RECORD_INFERENCE
+from keras_quant.observation.observers import RECORD_OFF
+from keras_quant.observation.observers import Observer
+from keras_quant.observation.observers import read
+from keras_quant.observation.ranges import check_estimator
+
+# Called as `hook(model, filepath)` after an `ObservedModel` saved a
+# `.keras` file: `keras_quant.exporting.save_hook` registers the export.
+_SAVE_HOOKS = []
+
+
+def on_save(hook):
+    """Registers `hook(model, filepath)`, called after each `.keras` save
+    of an `ObservedModel` that has `save_modes`."""
+    if hook not in _SAVE_HOOKS:
+        _SAVE_HOOKS.append(hook)
+    return hook
+
+
+@keras.saving.register_keras_serializable(package="keras_quant")
+class ObservedModel(keras.Model):
+    """A Functional model carrying observers; see `observe`.
+
+    Attributes:
+        save_modes: export modes that `save()` writes beside the `.keras`
+            file (see `keras_quant.Mode`). Empty to save the `.keras` only.
+        save_report: whether `save()` also writes `<stem>.report.html` and
+            `<stem>.report.json` (see `keras_quant.report`).
+    """
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        self.save_modes = tuple(kwargs.pop("save_modes", ("int8",)))
+        self.save_report = bool(kwargs.pop("save_report", False))
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+    @property
+    def observers(self):
+        """The `Observer` layers, in graph order."""
+        return find_observers(self)
+
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Saves the `.keras` file, then exports each of `save_modes`.
+
+        The files are `<stem>_<mode>.tflite` and a `<stem>.quant.json`
+        report beside `filepath`. A mode that needs ranges the model has not
+        collected yet is skipped with a warning, so that a checkpoint saved
+        before the first validation run still saves.
+        """
+        super().save(filepath, overwrite=overwrite, **kwargs)
+        if self.save_modes and str(filepath).endswith(".keras"):
+            for hook in _SAVE_HOOKS:
+                hook(self, filepath)
+
+    def get_config(self):
+        config = super().get_config()
+        config["save_modes"] = list(self.save_modes)
+        config["save_report"] = self.save_report
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        save_modes = config.pop("save_modes", ("int8",))
+        save_report = config.pop("save_report", False)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.save_modes = tuple(save_modes)
+        model.save_report = bool(save_report)
+        return model
+
+
+def observe(
+    model,
+    estimator="minmax",
+    *,
+    save_modes=("int8",),
+    save_report=False,
+    **observer_kwargs,
+):
+    """Returns `model` with an observer at every tensor TFLite quantizes.
+
+    The observed model shares layers and weights with `model`. If `model` is
+    compiled, the observed model is compiled from the same compile config
+    (with a fresh optimizer). Observers record on inference calls
+    (`evaluate`, `predict`, validation) until a callback says otherwise, so
+    `observe(model).evaluate(calibration_data)` calibrates a trained model.
+
+    Args:
+        model: a Functional or Sequential Keras 3 model; nested models are
+            followed.
+        estimator: how ranges are estimated: `"minmax"`, `"ema"`,
+            `"percentile"`, `"mse"`, `"entropy"` or `"auto"` (see
+            `Observer`). Defaults to `"minmax"`.
+        save_report: whether `save()` also writes an HTML and JSON report
+            beside the `.keras` file. Defaults to `False`.
+        save_modes: modes that `save()` exports beside the `.keras` file.
+            Defaults to `("int8",)`.
+        **observer_kwargs: passed to every `Observer` (e.g. `percentile=`).
+
+    Returns:
+        An `ObservedModel`.
+
+    Raises:
+        UnsupportedModelError: if `model` is not a Functional or Sequential
+            Keras 3 model.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> inputs = keras.Input((3,), name="features")
+    >>> outputs = keras.layers.Dense(2, name="scores")(inputs)
+    >>> observed = observe(keras.Model(inputs, outputs))
+    >>> _ = observed.predict(np.ones((4, 3), "float32"), verbose=0)
+    >>> [(o.point, o.range()) for o in observed.observers][0]
+    ('features', (0.0, 1.0))
+    """
+    check_estimator(estimator)
+    save_modes = tuple(modes_lib.parse_mode(m).value for m in save_modes)
+    graph = graph_lib.trace(model)
+    if find_observers(model):
+        raise ValueError(
+            f"Model '{model.name}' already has observers. Pass the original "
+            "float model to `observe()`, or keep using this one."
+        )
+    points = placement.find_points(graph)
+    builder = _ObserverInserter(graph, points, estimator, observer_kwargs)
+    observed = graph.rebuild(
+        builder.call_op,
+        builder.on_tensor,
+        model_class=ObservedModel,
+        name=f"{model.name}_observed",
+        save_modes=save_modes,
+        save_report=save_report,
+    )
+    if getattr(model, "compiled", False):
+        observed.compile_from_config(model.get_compile_config())
+    return observed
+
+
+class _ObserverInserter:
+    def __init__(self, graph, points, estimator, observer_kwargs):
+        self._graph = graph
+        self._points = {point.key: point for point in points}
+        self._estimator = estimator
+        self._kwargs = observer_kwargs
+        self._names = set()
+
+    def on_tensor(self, key, value):
+        point = self._points.get(key)
+        if point is None:
+            return value
+        return self._observer(point)(value)
+
+    def call_op(self, op, args, kwargs):
+        parts = placement.internal_parts(self._graph, op)
+        if not parts:
+            return op.layer(*args, **kwargs)
+        observers = [
+            self._observer(
+                self._points[placement.internal_key(op.outputs[0], p)]
+            )
+            for p in parts
+        ]
+        split = Split(
+            op.layer,
+            parts,
+            observers,
+            name=self._unique(f"{op.layer.name}_split"),
+        )
+        return split(*args, **kwargs)
+
+    def _observer(self, point):
+        return Observer(
+            estimator=self._estimator,
+            point=point.name,
+            fixed_range=point.fixed_range,
+            name=self._unique(f"{point.name}_observer"),
+            **self._kwargs,
+        )
+
+    def _unique(self, name):
+        base = re.sub(r"[^0-9A-Za-z_.-]", "_", name)
+        candidate, index = base, 1
+        while candidate in self._names:
+            candidate, index = f"{base}_{index}", index + 1
+        self._names.add(candidate)
+        return candidate
+
+
+def collected_ranges(model, needed_for="Export"):
+    """`{point: (min, max)}` of every observer of `model`.
+
+    Args:
+        model: an observed or QAT model.
+        needed_for: what needs the ranges, for the error messages (for
+            example `"Mode 'int8'"`).
+
+    Raises:
+        NotCalibratedError: no observers, or observers without a range.
+        NonFiniteActivationError: an observer recorded NaN/Inf values.
+    """
+    observers = find_observers(model)
+    if not observers:
+        raise NotCalibratedError(
+            f"{needed_for} needs activation ranges, and model "
+            f"'{model.name}' has no observers. Wrap it with "
+            "`keras_quant.observe(model)`, then train it with the "
+            "`RangeCalibration` callback or run `evaluate` on calibration data."
+        )
+    missing = [o.point for o in observers if not o.calibrated]
+    if missing:
+        raise NotCalibratedError(
+            f"{needed_for} needs activation ranges, and these "
+            f"quantization points have none yet: {', '.join(missing)}. Run "
+            "`model.evaluate(calibration_data)` (or train with the "
+            "`RangeCalibration` callback and validation data) first."
+        )
+    nonfinite = {
+        o.point: read(o.nonfinite_count_)
+        for o in observers
+        if read(o.nonfinite_count_) > 0
+    }
+    if nonfinite:
+        listed = ", ".join(f"{k} ({v})" for k, v in nonfinite.items())
+        raise NonFiniteActivationError(
+            f"Observers saw NaN or infinite activations (count per point): "
+            f"{listed}. Ranges from such data are not trustworthy. Check the "
+            "calibration data and the model for NaN/Inf, then call "
+            "`keras_quant.reset_ranges(model)` and calibrate again."
+        )
+    return {o.point: o.range() for o in observers}
+
+
+def find_observers(model):
+    """The `Observer` layers of a model (nested models included)."""
+    found = []
+    for layer in keras_internals.sublayers(model):
+        if isinstance(layer, Observer):
+            found.append(layer)
+    return found
+
+
+@contextlib.contextmanager
+def observers_paused(model):
+    """Stops every observer of `model` from recording inside the block.
+
+    Only the run-time mask changes, so no step function is retraced.
+    """
+    observers = find_observers(model)
+    masks = [read(observer.record_mask) for observer in observers]
+    for observer in observers:
+        observer.record_mask.assign(RECORD_OFF)
+    try:
+        yield
+    finally:
+        for observer, mask in zip(observers, masks):
+            observer.record_mask.assign(mask)
+
+
+def reset_ranges(model):
+    """Forgets the collected ranges; inference calls record again."""
+    for observer in find_observers(model):
+        observer.reset()
+    set_recording(model, RECORD_INFERENCE)
+
+
+def set_recording(model, mask):
+    """Sets when the observers of `model` record (a `RECORD_*` bit set).
+
+    Step functions traced for another mask are rebuilt, so that steps which
+    never record carry no observer op at all (that is what keeps the cost
+    of observers out of training steps).
+    """
+    observers = find_observers(model)
+    changed = any(o.traced_mask != mask for o in observers)
+    for observer in observers:
+        observer.set_record_mask(mask)
+    if changed:
+        _rebuild_step_functions(model)
+
+
+def _rebuild_step_functions(model):
+    # Rebuilt in place: `fit`, `evaluate` and `predict` keep calling the
+    # attribute after their callbacks' `on_*_begin` ran.
+    for kind in ("train", "test", "predict"):
+        if getattr(model, f"{kind}_function", None) is not None:
+            getattr(model, f"make_{kind}_function")(force=True)

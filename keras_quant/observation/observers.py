@@ -1,0 +1,426 @@
+"""Observers: identity layers that record the range of a tensor.
+
+An `Observer` sits at a quantization point. While it records, each batch
+updates its state: the running (or moving-average) min and max of the finite
+values, a histogram for the histogram estimators, and counts of batches
+and of NaN/Inf values, which are skipped. The state lives in Keras
+variables, so it is saved in the `.keras` file and restored on load.
+
+When it records is data too: `record_mask` is a bit set of
+`RECORD_INFERENCE` (evaluate, predict, validation) and `RECORD_TRAINING`
+(training steps), read by the compiled step functions at run time. A
+Python copy, `traced_mask`, decides which traced functions contain
+recording ops at all: a training step of a model whose observers record on
+validation only carries no observer op. `set_record_mask` changes both;
+`observed_model.set_recording` also rebuilds the model's step functions.
+
+Under a `tf.distribute` strategy, each replica's batch statistics are
+gathered across replicas (and workers) before the update, so every replica
+holds the range a single device would compute on the same global batch.
+
+Example:
+
+>>> import numpy as np
+>>> observer = Observer(estimator="minmax")
+>>> batch = keras.ops.convert_to_tensor([[-1.0, 2.0], [0.5, np.nan]])
+>>> _ = observer(batch)
+>>> observer.range()
+(-1.0, 2.0)
+>>> int(observer.nonfinite_count_.numpy())
+1
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_quant.observation import distribution
+from keras_quant.observation.ranges import ESTIMATORS
+from keras_quant.observation.ranges import MIN_RANGE_WIDTH
+from keras_quant.observation.ranges import SILENT_RANGE_WIDTH
+from keras_quant.observation.ranges import check_estimator
+from keras_quant.observation.ranges import widen_range
+
+RECORD_OFF = 0
+RECORD_INFERENCE = 1
+RECORD_TRAINING = 2
+RECORD_ALWAYS = RECORD_INFERENCE | RECORD_TRAINING
+
+
+@keras.saving.register_keras_serializable(package="keras_quant")
+class Observer(keras.layers.Layer):
+    """Identity layer that records the range of the tensor passing through.
+
+    Args:
+        estimator: `"minmax"` (running min and max), `"ema"` (moving average
+            of batch min and max), or one read off a histogram of the
+            values, for long-tailed activations: `"percentile"` (drops the
+            tails), `"mse"` (least quantization error), `"entropy"` (least
+            KL divergence, as TensorRT) or `"auto"` (`"mse"` where the tails
+            are long, min/max elsewhere; see `keras_quant.ranges`).
+            Defaults to `"minmax"`.
+        point: name of the quantization point observed.
+        fixed_range: `(min, max)` fixed by the TFLite spec, or None.
+        percentile: for `"percentile"`, the share of values kept inside the
+            range, in percent. Defaults to `99.99`.
+        num_bins: histogram bins of the histogram estimators. Defaults to
+            `2048`.
+        quantize: also fake-quantize the tensor with the current range, as
+            quantization-aware training does (see `keras_quant.qat`).
+            Defaults to `False`: an identity.
+        **kwargs: standard layer arguments (`name`, ...).
+
+    Fitted state (Keras variables): `min_`, `max_`, `batches_seen_`,
+    `nonfinite_count_`, and `histogram_` for the histogram estimators.
+    """
+
+    def __init__(
+        self,
+        estimator="minmax",
+        point=None,
+        fixed_range=None,
+        percentile=99.99,
+        num_bins=2048,
+        quantize=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.quantize = bool(quantize)
+        self.estimator = check_estimator(estimator)
+        self.point = point or self.name
+        self.fixed_range = None if fixed_range is None else tuple(fixed_range)
+        if not 50.0 < percentile <= 100.0:
+            raise ValueError(
+                "Expected `percentile` in (50, 100]. "
+                f"Received: percentile={percentile}"
+            )
+        self.percentile = float(percentile)
+        self.num_bins = int(num_bins)
+        self.supports_masking = True
+        self._convert_input_args = False
+        self.traced_mask = RECORD_INFERENCE
+        self._build_state()
+
+    def _build_state(self):
+        spec = ESTIMATORS[self.estimator]
+
+        def state(name, shape=(), dtype="float32", value=0.0):
+            return self.add_weight(
+                name=name,
+                shape=shape,
+                dtype=dtype,
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+
+        self.min_ = state("min")
+        self.max_ = state("max")
+        self.batches_seen_ = state("batches_seen", dtype="int64", value=0)
+        self.nonfinite_count_ = state("nonfinite_count", dtype="int64", value=0)
+        self.momentum = state("momentum", value=spec.momentum)
+        self.record_mask = state("record_mask", dtype="int32", value=1)
+        self.histogram_ = None
+        if spec.histogram:
+            self.histogram_ = state(
+                "histogram", shape=(self.num_bins,), dtype="float64"
+            )
+            self.histogram_min_ = state("histogram_min")
+            self.histogram_max_ = state("histogram_max")
+        self.built = True
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def call(self, inputs, training=None):
+        self.record_from(lambda: inputs, training)
+        if self.quantize:
+            return self.fake_quantize(inputs)
+        return inputs
+
+    def fake_quantize(self, inputs):
+        """`inputs` rounded to the int8 grid of the current range.
+
+        Passes `inputs` through unchanged while no range is known yet. The
+        gradient is the straight-through estimator of
+        `keras.quantizers.fake_quant_with_min_max_vars`.
+        """
+        if self.fixed_range is not None:
+            low, high = self.fixed_range
+            return keras.quantizers.fake_quant_with_min_max_vars(
+                inputs, low, high, num_bits=8
+            )
+        low = ops.minimum(self.min_, 0.0)
+        high = ops.maximum(self.max_, 0.0)
+        silent = ops.less(high - low, MIN_RANGE_WIDTH)
+        high = ops.where(silent, low + SILENT_RANGE_WIDTH, high)
+        quantized = keras.quantizers.fake_quant_with_min_max_vars(
+            inputs, low, high, num_bits=8
+        )
+        return ops.where(ops.greater(self.batches_seen_, 0), quantized, inputs)
+
+    def record_from(self, compute, training=None):
+        """Records `compute()` if this observer records in this phase.
+
+        On one device `compute` is only called while recording, so an
+        internal tensor that exists for quantization alone costs nothing the
+        rest of the time. Across replicas the batch statistics are exchanged
+        outside the conditional, as `tf.distribute` requires.
+        """
+        bit = RECORD_TRAINING if training else RECORD_INFERENCE
+        if self.fixed_range is not None or not self.traced_mask & bit:
+            return
+        recording = ops.not_equal(
+            ops.bitwise_and(self.record_mask, bit), ops.convert_to_tensor(0)
+        )
+        if distribution.replicas_in_sync() > 1:
+            self._record_across_replicas(compute, recording)
+        else:
+            ops.cond(
+                recording,
+                lambda: self._record_local(compute()),
+                lambda: _zero(),
+            )
+
+    def _record_local(self, inputs):
+        values = _flat_float(inputs)
+        batch_min, batch_max, nonfinite = _batch_stats(values)
+        histogram = None
+        if self.histogram_ is not None:
+            low, high = self._histogram_edges(batch_min, batch_max)
+            histogram = self._batch_histogram(values, low, high)
+        for variable, value in self._next_state(
+            batch_min, batch_max, nonfinite, histogram
+        ):
+            variable.assign(value)
+        return _zero()
+
+    def _record_across_replicas(self, compute, recording):
+        # Variable updates are synchronisation points too, so they happen
+        # unconditionally, keeping the old value when not recording.
+        empty = (
+            ops.convert_to_tensor(np.inf, "float32"),
+            ops.convert_to_tensor(-np.inf, "float32"),
+            ops.convert_to_tensor(0, "int64"),
+        )
+        local = ops.cond(
+            recording,
+            lambda: _batch_stats(_flat_float(compute())),
+            lambda: empty,
+        )
+        batch_min, batch_max, nonfinite = distribution.reduce_batch_stats(
+            *local
+        )
+        histogram = None
+        if self.histogram_ is not None:
+            low, high = self._histogram_edges(batch_min, batch_max)
+            has_values = ops.logical_and(recording, batch_min <= batch_max)
+            histogram = distribution.sum_across_replicas(
+                ops.cond(
+                    has_values,
+                    lambda: self._batch_histogram(
+                        _flat_float(compute()), low, high
+                    ),
+                    lambda: ops.zeros((self.num_bins,), "float64"),
+                )
+            )
+        for variable, value in self._next_state(
+            batch_min, batch_max, nonfinite, histogram
+        ):
+            variable.assign(ops.where(recording, value, variable))
+
+    def _next_state(self, batch_min, batch_max, nonfinite, histogram):
+        """`(variable, new value)` pairs after one batch's statistics."""
+        has_values = ops.less_equal(batch_min, batch_max)
+        first = ops.equal(self.batches_seen_, 0)
+        momentum = self.momentum
+        running = ops.equal(momentum, 0.0)
+        new_min = ops.where(
+            running,
+            ops.minimum(self.min_, batch_min),
+            momentum * self.min_ + (1.0 - momentum) * batch_min,
+        )
+        new_max = ops.where(
+            running,
+            ops.maximum(self.max_, batch_max),
+            momentum * self.max_ + (1.0 - momentum) * batch_max,
+        )
+        state = [
+            (self.nonfinite_count_, self.nonfinite_count_ + nonfinite),
+            (self.min_, ops.where(first, batch_min, new_min)),
+            (self.max_, ops.where(first, batch_max, new_max)),
+            (self.batches_seen_, self.batches_seen_ + 1),
+        ]
+        if histogram is not None:
+            state.extend(self._next_histogram(histogram, batch_min, batch_max))
+        return [
+            (
+                variable,
+                value
+                if variable is self.nonfinite_count_
+                else (ops.where(has_values, value, variable)),
+            )
+            for variable, value in state
+        ]
+
+    def _histogram_edges(self, batch_min, batch_max):
+        """The histogram range after this batch: old range and batch range."""
+        first = ops.equal(self.batches_seen_, 0)
+        low = ops.where(
+            first, batch_min, ops.minimum(self.histogram_min_, batch_min)
+        )
+        high = ops.where(
+            first, batch_max, ops.maximum(self.histogram_max_, batch_max)
+        )
+        return low, ops.maximum(high, low + MIN_RANGE_WIDTH)
+
+    def _batch_histogram(self, values, low, high):
+        finite = ops.isfinite(values)
+        return ops.segment_sum(
+            ops.cast(finite, "float64"),
+            self._bin_index(ops.where(finite, values, low), low, high),
+            num_segments=self.num_bins,
+        )
+
+    def _next_histogram(self, batch_histogram, batch_min, batch_max):
+        """Re-bins the kept counts into the new range and adds the batch."""
+        low, high = self._histogram_edges(batch_min, batch_max)
+        first = ops.equal(self.batches_seen_, 0)
+        old_width = self.histogram_max_ - self.histogram_min_
+        centers = self.histogram_min_ + (
+            ops.arange(self.num_bins, dtype="float32") + 0.5
+        ) * (old_width / self.num_bins)
+        kept = ops.where(
+            ops.equal(self.momentum, 0.0),
+            self.histogram_,
+            self.histogram_ * ops.cast(self.momentum, "float64"),
+        )
+        rebinned = ops.segment_sum(
+            kept,
+            self._bin_index(centers, low, high),
+            num_segments=self.num_bins,
+        )
+        counts = ops.where(first, ops.zeros_like(rebinned), rebinned)
+        return [
+            (self.histogram_, counts + batch_histogram),
+            (self.histogram_min_, low),
+            (self.histogram_max_, high),
+        ]
+
+    def _bin_index(self, values, low, high):
+        scaled = (values - low) / (high - low) * self.num_bins
+        index = ops.cast(ops.floor(scaled), "int32")
+        return ops.clip(index, 0, self.num_bins - 1)
+
+    def load_own_variables(self, store):
+        """Restores the state saved in a `.keras` file, recording mask too."""
+        super().load_own_variables(store)
+        self.traced_mask = int(read(self.record_mask))
+
+    def set_record_mask(self, mask):
+        """Sets when this observer records, at run time and in new traces."""
+        self.record_mask.assign(mask)
+        self.traced_mask = int(mask)
+
+    def reset(self):
+        """Forgets everything recorded; keeps `record_mask` and `momentum`."""
+        self.min_.assign(0.0)
+        self.max_.assign(0.0)
+        self.batches_seen_.assign(0)
+        self.nonfinite_count_.assign(0)
+        if self.histogram_ is not None:
+            self.histogram_.assign(np.zeros(self.num_bins))
+            self.histogram_min_.assign(0.0)
+            self.histogram_max_.assign(0.0)
+
+    @property
+    def calibrated(self):
+        """True once a range is known (fixed, or seen in some batch)."""
+        return self.fixed_range is not None or read(self.batches_seen_) > 0
+
+    def range(self):
+        """The range to quantize with, as Python floats `(min, max)`.
+
+        The range always contains 0, as TFLite's zero point must be exactly
+        representable, and is never narrower than `MIN_RANGE_WIDTH` (see
+        `widen_range`).
+
+        Raises:
+            RuntimeError: if nothing was recorded yet (see `calibrated`).
+        """
+        if self.fixed_range is not None:
+            return self.fixed_range
+        if not self.calibrated:
+            raise RuntimeError(f"Observer '{self.point}' has seen no values.")
+        if self.histogram_ is not None:
+            low, high = ESTIMATORS[self.estimator].from_histogram(
+                read(self.histogram_),
+                read(self.histogram_min_),
+                read(self.histogram_max_),
+                self,
+            )
+        else:
+            low, high = read(self.min_), read(self.max_)
+        return widen_range(low, high)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            estimator=self.estimator,
+            point=self.point,
+            fixed_range=self.fixed_range,
+            percentile=self.percentile,
+            num_bins=self.num_bins,
+            quantize=self.quantize,
+        )
+        return config
+
+
+def read(variable):
+    """A variable's value as a Python scalar or a numpy array.
+
+    Works for the per-replica variables of `tf.distribute` strategies too,
+    where `int(variable)` does not.
+    """
+    value = np.asarray(keras.ops.convert_to_numpy(variable.value))
+    return value.item() if value.ndim == 0 else value
+
+
+def _flat_float(inputs):
+    return ops.reshape(ops.cast(inputs, "float32"), (-1,))
+
+
+def _batch_stats(values):
+    """Min and max of the finite values, and the count of the others.
+
+    The common case costs three reductions: a finite sum means there is no
+    NaN or Inf, and only otherwise are the values masked.
+    """
+    batch_min = ops.min(values, initial=np.inf)
+    batch_max = ops.max(values, initial=-np.inf)
+    return ops.cond(
+        ops.isfinite(ops.sum(values)),
+        lambda: (batch_min, batch_max, ops.convert_to_tensor(0, "int64")),
+        lambda: _masked_stats(values),
+    )
+
+
+def _masked_stats(values):
+    finite = ops.isfinite(values)
+    batch_min = ops.min(ops.where(finite, values, np.inf), initial=np.inf)
+    batch_max = ops.max(ops.where(finite, values, -np.inf), initial=-np.inf)
+    nonfinite = ops.sum(ops.cast(ops.logical_not(finite), "int64"))
+    return batch_min, batch_max, nonfinite
+
+
+def _zero():
+    return ops.convert_to_tensor(0, "int32")

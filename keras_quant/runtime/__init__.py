@@ -1,0 +1,1 @@
+"""Run, time and inspect `.tflite` files in LiteRT."""
