@@ -49,6 +49,7 @@ def test_int8_within_budget_is_taken_first(calibrated_cnn, digits, tmp_path):
     assert "int8 is within it" in result.selection.reason
 
 
+@pytest.mark.slow
 def test_layers_kept_float_in_order_until_the_budget_is_met(
     loss_judged_cnn, digits, tmp_path
 ):
@@ -100,6 +101,7 @@ def test_layers_kept_float_in_order_until_the_budget_is_met(
     assert chosen.latency_us > 0
 
 
+@pytest.mark.slow
 def test_keep_float_trials_report_their_cost(loss_judged_cnn, digits, tmp_path):
     result = export_auto(
         loss_judged_cnn,

@@ -4,6 +4,11 @@ import json
 import os
 import runpy
 
+import pytest
+
+# Runs whole scripts or a second process: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
 

@@ -55,6 +55,7 @@ def pixels_like(pixels, color, tolerance=0.03):
     return int(np.sum(np.all(np.abs(pixels - color) < tolerance, axis=-1)))
 
 
+@pytest.mark.slow  # needs a browser
 def test_html_renders_its_plots_in_chromium(calibrated_cnn, digits, tmp_path):
     result = keras_quant.export(
         calibrated_cnn,

@@ -11,6 +11,9 @@ import sys
 
 import pytest
 
+# Runs whole scripts or a second process: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 SCENARIOS = os.path.join(os.path.dirname(__file__), "tfmot_scenarios.py")
 
 

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+# Runs whole scripts or a second process: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "examples" / "tutorials"
 PAGES = ROOT / "docs" / "tutorials"
