@@ -149,10 +149,12 @@ def _add_compare(commands):
         "--data", required=True, help=".npz with arrays 'x' and 'y'"
     )
     command.add_argument(
+        "--max-accuracy-drop",
         "--max-drop",
+        dest="max_drop",
         type=float,
         help="exit 1 if the first metric drops more (points; percent for "
-        "a loss-like metric)",
+        "a loss-like metric); the name `export --mode auto` uses too",
     )
     command.set_defaults(command="compare")
 
