@@ -24,7 +24,7 @@ STAGES = (
     ("measurement",),
     ("exporting",),
     ("callbacks", "cli"),
-    ("__init__", "__main__"),
+    ("__init__", "__main__", "quiet"),
 )
 
 # Names of other libraries' internals, allowed only under `_compat`.

@@ -1,8 +1,10 @@
 """Every tutorial runs, and each page's code is its script's."""
 
+import os
 import pathlib
 import re
 import runpy
+import subprocess
 import sys
 
 import pytest
@@ -61,3 +63,19 @@ def test_every_script_has_a_page_quoting_it():
             assert block in source, f"{page.name} quotes code not in {script}"
         quoted[script] = page.name
     assert set(quoted) == set(TUTORIALS)
+
+
+def test_a_tutorial_prints_no_tensorflow_or_litert_log_line(tmp_path):
+    """Run as a user runs it, in a fresh process: results on stdout and
+    nothing at all on stderr (no oneDNN, CUDA, Grappler or XNNPACK line)."""
+    script = SCRIPTS / "ptq_image_classification.py"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**env, "KERAS_BACKEND": "tensorflow"},
+        check=True,
+    )
+    assert "accuracy" in done.stdout
+    assert done.stderr == ""

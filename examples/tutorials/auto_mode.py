@@ -6,6 +6,9 @@ Run: python examples/tutorials/auto_mode.py [output folder]
 import os
 import sys
 
+import keras_quant.quiet  # noqa: F401  TensorFlow's start-up lines, hidden
+
+# isort: split
 import keras
 import numpy as np
 from sklearn.datasets import load_digits

@@ -110,7 +110,7 @@ def _check_loads(tflite):
     """Refuses a model LiteRT (with its default XNNPACK delegate) cannot
     prepare, rather than writing a file that fails on the device."""
     try:
-        litert.interpreter(tflite).allocate_tensors()
+        litert.allocate(litert.interpreter(tflite))
     except (RuntimeError, ValueError) as error:
         raise ExportError(
             f"LiteRT cannot prepare the converted model: {error}. Check the "

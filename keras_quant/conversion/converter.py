@@ -56,8 +56,8 @@ def make_converter(keras_model):
         tf.TensorSpec(tensor.shape, tensor.dtype, name=_input_name(tensor))
         for tensor in keras_model.inputs
     ]
-    frozen = freeze(serve.get_concrete_function(*specs))
-    with quiet():
+    with quiet():  # freezing runs Grappler, which logs its session
+        frozen = freeze(serve.get_concrete_function(*specs))
         return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 

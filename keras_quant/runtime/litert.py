@@ -21,12 +21,21 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from keras_quant import native_stderr
+
 
 def interpreter(model, num_threads=None):
     """An `Interpreter` for a `.tflite` path or the model's bytes."""
     if isinstance(model, (bytes, bytearray)):
         return Interpreter(model_content=bytes(model), num_threads=num_threads)
     return Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+
+
+def allocate(runner):
+    """`runner.allocate_tensors()`, hiding LiteRT's notice that it created
+    its XNNPACK delegate (shown if the allocation fails)."""
+    with native_stderr.captured():
+        runner.allocate_tensors()
 
 
 def quantize(values, detail):
@@ -79,7 +88,7 @@ def _invoke(runner, input_details, batch):
         shape = [len(values), *detail["shape"][1:]]
         if list(detail["shape"]) != shape:
             runner.resize_tensor_input(detail["index"], shape)
-    runner.allocate_tensors()
+    allocate(runner)
     for detail, values in zip(input_details, batch):
         runner.set_tensor(detail["index"], quantize(values, detail))
     runner.invoke()
