@@ -162,3 +162,26 @@ def test_many_points_split_into_figures(count):
     figures = report._histogram_figures(ranges, tensors)
     assert len(figures) == -(-count // report.POINTS_PER_FIGURE)
     assert all(png.startswith(b"\x89PNG") for _, png in figures)
+
+
+def test_html_speaks_in_labels_and_units_and_names_its_data(
+    calibrated_cnn, digits, tmp_path
+):
+    results = keras_quant.export_many(
+        calibrated_cnn,
+        {mode: tmp_path / f"m_{mode}.tflite" for mode in ("int8", "float16")},
+        validation_data=digits["val"],
+    )
+    _, html_path = report.write_report(
+        tmp_path, calibrated_cnn, results, digits["val"]
+    )
+    page = open(html_path).read()
+    for heading in ("Size (KB)", "Size / float32", "Latency, 1 thread (µs)"):
+        assert f"<th>{heading}</th>" in page
+    assert "size_kb" not in page and "latency_us" not in page
+    count = len(digits["val"][0])
+    assert f"Measured on {count} samples of the validation data" in page
+    # The numbers are the terminal's: metrics to four decimals.
+    int8 = results[0]
+    assert f"<td>{int8.quantized_metrics['accuracy']:.4f}</td>" in page
+    assert f"<td>{int8.float_metrics['accuracy']:.4f}</td>" in page

@@ -32,7 +32,7 @@ def describe(result):
         line += f", float layers {list(result.keep_float)}"
     if result.quantized_metrics:
         metrics = ", ".join(
-            f"{name} {result.float_metrics[name]:.4g} -> {value:.4g}"
+            f"{name} {result.float_metrics[name]:.4f} -> {value:.4f}"
             for name, value in result.quantized_metrics.items()
         )
         line += f"; {metrics}"

@@ -45,7 +45,7 @@ from keras_quant.runtime import litert
 
 # Small multiples per histogram figure, and columns of them.
 POINTS_PER_FIGURE = 12
-COLUMNS = 3
+FIGURE_COLUMNS = 3
 BINS = 64
 
 
@@ -104,6 +104,7 @@ def _collect(model, results, validation_data, selection, samples):
             tensors, analysis = {}, None
     return {
         "model": model.name,
+        "data": _data_description(validation_data, results),
         "rows": rows,
         "ranges": ranges,
         "tensors": {p: t[0] for p, t in tensors.items()},
@@ -111,6 +112,7 @@ def _collect(model, results, validation_data, selection, samples):
         "json": {
             "model": model.name,
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            "data": _data_description(validation_data, results),
             "modes": rows,
             "exports": [r.to_dict() for r in results],
             "ranges": {p: list(r) for p, r in ranges.items()},
@@ -175,6 +177,7 @@ def _html(content):
         f"</title><style>{_CSS}</style></head><body><h1>{title}</h1>",
         f"<p>{html.escape(content['json']['created'])}</p>",
         "<h2>Modes</h2>",
+        f"<p>{html.escape(content['data'])}</p>",
         _table(content["rows"]),
     ]
     selection = content["json"]["selection"]
@@ -205,28 +208,68 @@ _CSS = (
 )
 
 
+# Column key -> (heading with its unit, format). Metrics are formatted as
+# in the terminal (`Selection.table`, the command line): four decimals.
+TABLE_COLUMNS = {
+    "mode": ("Mode", "{}"),
+    "size_kb": ("Size (KB)", "{:.1f}"),
+    "size_ratio": ("Size / float32", "{:.2f}"),
+    "drop": ("Drop (points; % of float for a loss)", "{:+.2f}"),
+    "latency_us": ("Latency, 1 thread (µs)", "{:.1f}"),
+    "note": ("Note", "{}"),
+}
+METRIC_FORMAT = "{:.4f}"
+
+
 def _table(rows):
     if not rows:
         return "<p>No export.</p>"
     columns = list(dict.fromkeys(key for row in rows for key in row))
     columns = [c for c in columns if c != "chosen"]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(_heading(c))}</th>" for c in columns)
     body = []
     for row in rows:
         chosen = " class='chosen'" if row.get("chosen") else ""
         cells = "".join(
-            f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns
+            f"<td>{html.escape(_cell(c, row.get(c)))}</td>" for c in columns
         )
         body.append(f"<tr{chosen}>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _cell(value):
-    if value is None:
+def _heading(column):
+    if column in TABLE_COLUMNS:
+        return TABLE_COLUMNS[column][0]
+    if column.startswith("float "):
+        return f"{column[len('float ') :]}, float model"
+    return f"{column}, quantized"
+
+
+def _cell(column, value):
+    if value is None or value == "":
         return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    spec = TABLE_COLUMNS.get(column, (None, METRIC_FORMAT))[1]
+    return spec.format(value)
+
+
+def _data_description(validation_data, results):
+    """Which data the numbers were measured on, in words."""
+    if validation_data is None:
+        return "No validation data: sizes and latencies only."
+    count = len(
+        data_lib.as_list(data_lib.sample_inputs(validation_data, None))[0]
+    )
+    metrics = [r for r in results if r.quantized_metrics]
+    what = (
+        "metrics of the float Keras model and of each .tflite in LiteRT"
+        if metrics
+        else "activation histograms and errors"
+    )
+    return (
+        f"Measured on {count} samples of the validation data "
+        f"(`validation_data`): {what}. Latency: one sample, one thread, "
+        "median of 50 runs."
+    )
 
 
 def _histogram_figures(ranges, tensors):
@@ -240,9 +283,12 @@ def _histogram_figures(ranges, tensors):
     figures = []
     for start in range(0, len(points), POINTS_PER_FIGURE):
         chunk = points[start : start + POINTS_PER_FIGURE]
-        rows = -(-len(chunk) // COLUMNS)
+        rows = -(-len(chunk) // FIGURE_COLUMNS)
         figure, axes = pyplot.subplots(
-            rows, COLUMNS, figsize=(4 * COLUMNS, 2.6 * rows), squeeze=False
+            rows,
+            FIGURE_COLUMNS,
+            figsize=(4 * FIGURE_COLUMNS, 2.6 * rows),
+            squeeze=False,
         )
         for axis, point in zip(axes.flat, chunk):
             _histogram(axis, point, ranges[point], tensors.get(point))
