@@ -60,3 +60,14 @@ def test_sequential_without_input_shape_is_rejected():
 def test_non_keras_object_is_rejected(thing):
     with pytest.raises(UnsupportedModelError, match="Expected a Keras 3 model"):
         graph.trace(thing)
+
+
+def test_a_model_is_traced_once_until_its_layers_change():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    first = graph.trace(model)
+    assert graph.trace(model) is first
+    model.add(keras.layers.Dense(1))
+    again = graph.trace(model)
+    assert again is not first
+    assert len(again.ops) == len(first.ops) + 1
+    assert again.consumers(again.ops[0].outputs[0]) == [again.ops[1]]

@@ -18,6 +18,8 @@ Example:
 """
 
 import dataclasses
+import functools
+import weakref
 from typing import Any
 
 import keras
@@ -66,14 +68,23 @@ class Graph:
 
     def producer(self, key):
         """The op that produces `key`, or None for a model input."""
-        for op in self.ops:
-            if key in op.outputs:
-                return op
-        return None
+        return self._producers.get(key)
 
     def consumers(self, key):
         """The ops that read `key`, in graph order."""
-        return [op for op in self.ops if key in op.inputs]
+        return list(self._consumers.get(key, ()))
+
+    @functools.cached_property
+    def _producers(self):
+        return {key: op for op in self.ops for key in op.outputs}
+
+    @functools.cached_property
+    def _consumers(self):
+        readers = {}
+        for op in self.ops:
+            for key in dict.fromkeys(op.inputs):
+                readers.setdefault(key, []).append(op)
+        return readers
 
     def replay(self, inputs, call_op=None, on_tensor=None):
         """Call every op again on `inputs` and return the new outputs.
@@ -178,8 +189,16 @@ def as_functional(model):
     )
 
 
+# model -> (its layers when traced, its Graph): a model is traced once,
+# however many stages of one export look at it.
+_TRACED = weakref.WeakKeyDictionary()
+
+
 def trace(model):
     """Flattens `model` into a `Graph`, inlining nested models.
+
+    The graph is kept with the model and traced again only if the model's
+    own layers changed (a Sequential model's `add` or `pop`).
 
     Args:
         model: a Functional or Sequential Keras 3 model.
@@ -187,6 +206,18 @@ def trace(model):
     Returns:
         The `Graph` of every layer call in topological order.
     """
+    if not isinstance(model, keras.Model):
+        return _trace(model)  # raises, saying what is accepted
+    layers = tuple(map(id, model.layers))
+    cached = _TRACED.get(model)
+    if cached is not None and cached[0] == layers:
+        return cached[1]
+    graph = _trace(model)
+    _TRACED[model] = (layers, graph)
+    return graph
+
+
+def _trace(model):
     functional = as_functional(model)
     builder = _Builder()
     builder.walk(functional, scope=(), prefix="")
