@@ -199,7 +199,7 @@ def test_export_best_only(observed, digits, tmp_path):
         save_freq="epoch",
         save_best_only=True,
         monitor="score",
-        mode="max",
+        monitor_mode="max",
     )
     fit(observed, digits, [RangeCalibration(), Scripted(), export], epochs=3)
     assert sorted(os.listdir(tmp_path)) == ["e1.tflite", "e3.tflite"]

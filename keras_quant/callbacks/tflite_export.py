@@ -39,7 +39,9 @@ class TFLiteExport(keras.callbacks.Callback):
         monitor: metric for `save_best_only`. Defaults to `"val_loss"`.
         save_best_only: with `save_freq="epoch"`, export only when `monitor`
             improves. Defaults to `False`.
-        mode: `"auto"`, `"min"` or `"max"`: how `monitor` improves.
+        monitor_mode: `"auto"`, `"min"` or `"max"`: how `monitor` improves
+            (Keras's `ModelCheckpoint` calls it `mode`; here `mode` would
+            read as an export mode).
             Defaults to `"auto"` (max for accuracy-like names, else min).
         io_dtype: `"int8"` or `"uint8"` for `"int8_only"`.
         max_accuracy_drop: for `"auto"`, see `keras_quant.export`.
@@ -68,7 +70,7 @@ class TFLiteExport(keras.callbacks.Callback):
         save_freq="train_end",
         monitor="val_loss",
         save_best_only=False,
-        mode="auto",
+        monitor_mode="auto",
         io_dtype=None,
         max_accuracy_drop=None,
         target=None,
@@ -119,7 +121,7 @@ class TFLiteExport(keras.callbacks.Callback):
         self.save_freq = save_freq
         self.monitor = monitor
         self.save_best_only = save_best_only
-        self.improved = _improvement_test(monitor, mode)
+        self.improved = _improvement_test(monitor, monitor_mode)
         self.io_dtype = io_dtype
         self.best = None
         self.results = []
@@ -175,13 +177,13 @@ class TFLiteExport(keras.callbacks.Callback):
         self.results = api.run(self.model, plan)
 
 
-def _improvement_test(monitor, mode):
-    if mode not in ("auto", "min", "max"):
+def _improvement_test(monitor, monitor_mode):
+    if monitor_mode not in ("auto", *MONITOR_MODES):
         raise ValueError(
-            "Expected `mode` to be one of 'auto', 'min', 'max'. "
-            f"Received: mode={mode!r}"
+            "Expected `monitor_mode` to be one of 'auto', 'min', 'max'. "
+            f"Received: monitor_mode={monitor_mode!r}"
         )
-    if mode == "auto":
+    if monitor_mode == "auto":
         accuracy_like = "acc" in monitor or monitor.endswith("auc")
-        mode = "max" if accuracy_like else "min"
-    return MONITOR_MODES[mode]
+        monitor_mode = "max" if accuracy_like else "min"
+    return MONITOR_MODES[monitor_mode]

@@ -53,7 +53,7 @@ def convert(model, mode, io_dtype=None, keep_float=()):
     io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
     keep_float = check_keep_float(model, mode, keep_float)
     if tfmot_interop.is_tf_keras_model(model):
-        tflite = tfmot_interop.convert(model, mode, io_dtype, quiet)
+        tflite = tfmot_interop.convert_tf_keras(model, mode, io_dtype, quiet)
     elif keep_float:
         check_multipliers(model)
         tflite = _convert_int8_keeping_float(model, keep_float)

@@ -31,7 +31,7 @@ def is_quantize_aware(model):
     return any(type(layer).__name__ in TFMOT_LAYERS for layer in model.layers)
 
 
-def convert(model, mode, io_dtype, quiet):
+def convert_tf_keras(model, mode, io_dtype, quiet):
     """Converts a tf_keras model in `mode`; returns the `.tflite` bytes.
 
     Raises:
