@@ -40,7 +40,7 @@ class Route(str, enum.Enum):
 
     FLOAT = "float"  # convert the float graph; no ranges needed
     FAKE_QUANT = "fake_quant"  # ranges as fake-quant ops (int8)
-    STATISTICS = "statistics"  # ranges as calibration statistics (16x8)
+    ENGINE = "engine"  # ranges mapped to the float .tflite's tensors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +54,8 @@ class ModeSpec:
         supported_types: `target_spec.supported_types`, as dtype names.
         integer_io: whether inputs and outputs are integers.
         hardware: where the guide says the mode pays off.
+        activation_bits: bits of a quantized activation, None for modes
+            that keep activations float.
     """
 
     summary: str
@@ -62,6 +64,7 @@ class ModeSpec:
     supported_types: tuple = ()
     integer_io: bool = False
     hardware: str = "CPU"
+    activation_bits: int = None
 
     @property
     def needs_ranges(self):
@@ -76,20 +79,23 @@ MODES = {
     Mode.INT8: ModeSpec(
         "full integer with float fallback and float input/output",
         route=Route.FAKE_QUANT,
+        activation_bits=8,
     ),
     Mode.INT8_ONLY: ModeSpec(
         "integer only, integer input/output",
         route=Route.FAKE_QUANT,
         integer_io=True,
         hardware="CPU, Edge TPU, microcontrollers",
+        activation_bits=8,
     ),
     Mode.FLOAT16: ModeSpec(
         "float16 weights", supported_types=("float16",), hardware="CPU, GPU"
     ),
     Mode.INT16X8: ModeSpec(
         "16x8: int16 activations, int8 weights",
-        route=Route.STATISTICS,
+        route=Route.ENGINE,
         hardware="CPU (reference kernels: slow)",
+        activation_bits=16,
     ),
 }
 

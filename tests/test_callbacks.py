@@ -228,7 +228,10 @@ def test_export_best_only_needs_the_monitored_value(observed, digits, tmp_path):
         ({"modes": ("int3",)}, "Received: mode='int3'"),
         ({"save_freq": "batch"}, "Received: save_freq='batch'"),
         ({"save_best_only": True}, "save_freq='epoch'"),
-        ({"mode": "up", "save_freq": "epoch"}, "Received: mode='up'"),
+        (
+            {"monitor_mode": "up", "save_freq": "epoch"},
+            "Received: monitor_mode='up'",
+        ),
         ({"modes": ("int8",), "io_dtype": "uint8"}, "io_dtype"),
         ({"modes": "auto"}, "validation_data"),
     ],

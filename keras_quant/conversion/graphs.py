@@ -82,6 +82,38 @@ def float_graph(model, keep_float=()):
     return _rebuild(model, call_op)
 
 
+# The name scope of op `i` of a scoped float graph.
+OP_SCOPE = "kq_op{}"
+
+
+def scoped_float_graph(model):
+    """The float graph with every layer call in a numbered name scope.
+
+    TFLite names each tensor after the TensorFlow ops fused into it, the
+    last one first, so the first `;`-part of a tensor's name holds the
+    scope of the op computing it: an exact map from TFLite tensors back to
+    the traced graph's ops, whatever the model and layer names.
+
+    Returns:
+        `(keras model, ops)`: `ops[i]` is the traced op called in scope
+        `OP_SCOPE.format(i)`.
+    """
+    ops = []
+
+    def call_op(op, args, kwargs):
+        if isinstance(op.layer, Observer):
+            return args[0]
+        layer = NameScope(
+            float_layer(unsplit(op.layer)), OP_SCOPE.format(len(ops))
+        )
+        ops.append(op)
+        if isinstance(op.layer, Split):
+            return layer(*args)
+        return layer(*args, **kwargs)
+
+    return _rebuild(model, call_op), ops
+
+
 def float_scopes(keep_float):
     """`{layer name: name scope}` for layers kept float. The scopes are
     numbered, not named after the layer: TensorFlow suffixes a reused scope

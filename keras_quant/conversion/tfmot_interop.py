@@ -13,7 +13,6 @@ from keras_quant.conversion.converter import configure
 from keras_quant.errors import ExportError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.modes import MODES
-from keras_quant.modes import Route
 
 # Layers tfmot inserts into a model it prepared for QAT.
 TFMOT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
@@ -40,7 +39,7 @@ def convert_tf_keras(model, mode, io_dtype, quiet):
         ExportError: `int16x8`, which tfmot's 8-bit ranges cannot give.
     """
     spec = MODES[mode]
-    if spec.route is Route.STATISTICS:
+    if spec.activation_bits == 16:
         raise ExportError(
             f"Mode {mode.value!r} is not available for tf_keras models: "
             "tfmot trains 8-bit ranges. Use 'int8' or 'int8_only'."

@@ -14,6 +14,7 @@ import contextlib
 import re
 
 import keras
+import numpy as np
 
 from keras_quant import modes as modes_lib
 from keras_quant._compat import keras_internals
@@ -98,6 +99,7 @@ def observe(
     *,
     save_modes=("int8",),
     save_report=False,
+    replay_samples="auto",
     **observer_kwargs,
 ):
     """Returns `model` with an observer at every tensor TFLite quantizes.
@@ -118,6 +120,13 @@ def observe(
             beside the `.keras` file. Defaults to `False`.
         save_modes: modes that `save()` exports beside the `.keras` file.
             Defaults to `("int8",)`.
+        replay_samples: how many recorded inputs the observers of the
+            model inputs keep, to find at export the ranges of tensors
+            inside layers that no observer sees (LayerNormalization,
+            attention, recurrent cells; decision D30). `"auto"` keeps
+            16 to 256, within about 8 MiB; `0` keeps none (such tensors then
+            cannot be quantized). The samples are saved in the `.keras`
+            file. Defaults to `"auto"`.
         **observer_kwargs: passed to every `Observer` (e.g. `percentile=`).
 
     Returns:
@@ -146,7 +155,13 @@ def observe(
             "float model to `observe()`, or keep using this one."
         )
     points = placement.find_points(graph)
-    builder = _ObserverInserter(graph, points, estimator, observer_kwargs)
+    samples = {
+        key: _sample_spec(graph.tensors[key], replay_samples)
+        for key in graph.inputs
+    }
+    builder = _ObserverInserter(
+        graph, points, estimator, observer_kwargs, samples
+    )
     observed = graph.rebuild(
         builder.call_op,
         builder.on_tensor,
@@ -160,8 +175,31 @@ def observe(
     return observed
 
 
+# The replay sample's size when `replay_samples="auto"`: as many samples
+# as fit in `REPLAY_BYTES`, at least `REPLAY_MIN` and at most `REPLAY_MAX`.
+REPLAY_BYTES = 8 * 2**20
+REPLAY_MIN, REPLAY_MAX = 16, 256
+
+
+def _sample_spec(tensor, replay_samples):
+    """`{"sample_shape", "sample_size"}` for an input observer."""
+    shape = tuple(tensor.shape[1:])
+    if None in shape or replay_samples == 0:
+        return {}
+    if replay_samples == "auto":
+        size = REPLAY_BYTES // (4 * max(1, int(np.prod(shape))))
+        replay_samples = int(np.clip(size, REPLAY_MIN, REPLAY_MAX))
+    if not isinstance(replay_samples, int) or replay_samples < 0:
+        raise ValueError(
+            "Expected `replay_samples` to be 'auto' or a count >= 0. "
+            f"Received: replay_samples={replay_samples!r}"
+        )
+    return {"sample_shape": shape, "sample_size": replay_samples}
+
+
 class _ObserverInserter:
-    def __init__(self, graph, points, estimator, observer_kwargs):
+    def __init__(self, graph, points, estimator, observer_kwargs, samples):
+        self._samples = samples
         self._graph = graph
         self._points = {point.key: point for point in points}
         self._estimator = estimator
@@ -198,6 +236,7 @@ class _ObserverInserter:
             point=point.name,
             fixed_range=point.fixed_range,
             name=self._unique(f"{point.name}_observer"),
+            **self._samples.get(point.key, {}),
             **self._kwargs,
         )
 
@@ -252,6 +291,30 @@ def collected_ranges(model, needed_for="Export"):
             "`keras_quant.reset_ranges(model)` and calibrate again."
         )
     return {o.point: o.range() for o in observers}
+
+
+def replay_sample(model):
+    """The inputs the model's input observers kept (decision D30).
+
+    Returns:
+        One array per model input, in model order, or None if the model
+        keeps no sample or has recorded none yet.
+    """
+    graph = graph_lib.trace(model)
+    by_input = {
+        op.inputs[0]: op.layer
+        for op in graph.ops
+        if isinstance(op.layer, Observer) and op.inputs[0] in graph.inputs
+    }
+    samples = []
+    for key in graph.inputs:
+        observer = by_input.get(key)
+        sample = None if observer is None else observer.replay_sample()
+        if sample is None or not len(sample):
+            return None
+        samples.append(sample)
+    count = min(len(s) for s in samples)
+    return [s[:count] for s in samples]
 
 
 def find_observers(model):

@@ -68,10 +68,16 @@ class Observer(keras.layers.Layer):
         quantize: also fake-quantize the tensor with the current range, as
             quantization-aware training does (see `keras_quant.qat`).
             Defaults to `False`: an identity.
+        sample_shape: for an observer of a model input, the shape of one
+            sample: the observer then also keeps the first `sample_size`
+            samples it records (the replay sample, decision D30). None
+            keeps none.
+        sample_size: how many samples to keep. Defaults to `0`.
         **kwargs: standard layer arguments (`name`, ...).
 
     Fitted state (Keras variables): `min_`, `max_`, `batches_seen_`,
-    `nonfinite_count_`, and `histogram_` for the histogram estimators.
+    `nonfinite_count_`, `histogram_` for the histogram estimators, and
+    `sample_` with `samples_kept_` for a replay sample.
     """
 
     def __init__(
@@ -82,9 +88,15 @@ class Observer(keras.layers.Layer):
         percentile=99.99,
         num_bins=2048,
         quantize=False,
+        sample_shape=None,
+        sample_size=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.sample_shape = (
+            None if sample_shape is None else tuple(sample_shape)
+        )
+        self.sample_size = int(sample_size) if sample_shape is not None else 0
         self.quantize = bool(quantize)
         self.estimator = check_estimator(estimator)
         self.point = point or self.name
@@ -127,6 +139,13 @@ class Observer(keras.layers.Layer):
             )
             self.histogram_min_ = state("histogram_min")
             self.histogram_max_ = state("histogram_max")
+        self.sample_ = None
+        if self.sample_size:
+            # One row more than kept: writes past the end land there.
+            self.sample_ = state(
+                "sample", shape=(self.sample_size + 1, *self.sample_shape)
+            )
+            self.samples_kept_ = state("samples_kept", dtype="int64", value=0)
         self.built = True
 
     def build(self, input_shape=None):
@@ -202,7 +221,40 @@ class Observer(keras.layers.Layer):
             batch_min, batch_max, nonfinite, histogram
         ):
             variable.assign(value)
+        if self.sample_ is not None:
+            ops.cond(
+                ops.less(self.samples_kept_, self.sample_size),
+                lambda: self._keep_samples(inputs),
+                lambda: _zero(),
+            )
         return _zero()
+
+    def _keep_samples(self, inputs):
+        for variable, value in self._next_sample(inputs):
+            variable.assign(value)
+        return _zero()
+
+    def _next_sample(self, inputs):
+        """`(variable, new value)` pairs keeping the batch's first samples
+        until `sample_size` are kept."""
+        batch = ops.cast(inputs, "float32")
+        count = ops.shape(batch)[0]
+        positions = ops.cast(self.samples_kept_, "int32") + ops.arange(
+            count, dtype="int32"
+        )
+        rows = ops.minimum(positions, self.sample_size)  # past the end
+        kept = ops.minimum(
+            self.samples_kept_ + ops.cast(count, "int64"), self.sample_size
+        )
+        return [
+            (
+                self.sample_,
+                ops.scatter_update(
+                    self.sample_, ops.expand_dims(rows, -1), batch
+                ),
+            ),
+            (self.samples_kept_, kept),
+        ]
 
     def _record_across_replicas(self, compute, recording):
         # Variable updates are synchronisation points too, so they happen
@@ -233,9 +285,12 @@ class Observer(keras.layers.Layer):
                     lambda: ops.zeros((self.num_bins,), "float64"),
                 )
             )
-        for variable, value in self._next_state(
-            batch_min, batch_max, nonfinite, histogram
-        ):
+        updates = self._next_state(batch_min, batch_max, nonfinite, histogram)
+        if self.sample_ is not None:
+            # Each replica offers its own batch; the variable keeps the
+            # first replica's (`only_first_replica`): a sample, not a range.
+            updates += self._next_sample(compute())
+        for variable, value in updates:
             variable.assign(ops.where(recording, value, variable))
 
     def _next_state(self, batch_min, batch_max, nonfinite, histogram):
@@ -341,6 +396,8 @@ class Observer(keras.layers.Layer):
             self.histogram_.assign(np.zeros(self.num_bins))
             self.histogram_min_.assign(0.0)
             self.histogram_max_.assign(0.0)
+        if self.sample_ is not None:
+            self.samples_kept_.assign(0)
 
     @property
     def calibrated(self):
@@ -381,8 +438,16 @@ class Observer(keras.layers.Layer):
             percentile=self.percentile,
             num_bins=self.num_bins,
             quantize=self.quantize,
+            sample_shape=self.sample_shape,
+            sample_size=self.sample_size,
         )
         return config
+
+    def replay_sample(self):
+        """The samples kept so far, as a numpy array (maybe empty)."""
+        if self.sample_ is None:
+            return None
+        return read(self.sample_)[: read(self.samples_kept_)]
 
 
 def read(variable):

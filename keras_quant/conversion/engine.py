@@ -1,0 +1,230 @@
+"""The quantization engine: a float `.tflite` and ranges in, a quantized
+`.tflite` out, through ai-edge-quantizer's public API.
+
+keras-quant converts the float model once (`routes`), maps each observed
+range to its TFLite tensor by name (`tensor_map`), and hands both to
+`quantize`, which:
+
+1. replays the float model in LiteRT on the inputs the observers kept
+   (the replay sample, decision D30) to find the ranges of the tensors no
+   observer sees (inside LayerNormalization, attention, gelu, recurrent
+   cells, Average); observed tensors keep their training-time ranges;
+2. quantizes with the mode's recipe (`RECIPES`): weights int8 per channel
+   symmetric, activations int8 asymmetric or int16 symmetric per tensor;
+   ops named by `keep_float` and ops LiteRT cannot hold in integers
+   (`FLOAT_ONLY`) stay float between QUANTIZE and DEQUANTIZE;
+3. checks that LiteRT prepares and runs the result.
+
+Neither Keras nor TensorFlow is imported here: `isolation.run_isolated`
+runs `quantize` in a child process that starts in well under a second, so
+a native crash becomes an `ExportError` rather than the end of training.
+
+Example:
+
+>>> from keras_quant.conversion.converter import run_converter
+>>> inputs = keras.Input((4,), name="x")
+>>> model = keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs))
+>>> float_tflite = run_converter(model, keras_quant.Mode.FLOAT32)
+>>> sample = [np.random.default_rng(0).normal(size=(8, 4))]
+>>> tflite = quantize(float_tflite, {}, sample, "int16x8")
+>>> [op for op in operator_names(tflite) if op != "DEQUANTIZE"][:2]
+['QUANTIZE', 'FULLY_CONNECTED']
+"""
+
+import re
+import warnings
+
+import numpy as np
+
+from keras_quant.errors import ExportError
+from keras_quant.observation.ranges import widen_range
+
+# Float input and output: quantized inside, QUANTIZE/DEQUANTIZE at the
+# model's boundary (AEQ's own default is integer input and output).
+_FLOAT_IO = (
+    {"regex": ".*", "operation": "INPUT", "algorithm_key": "no_quantize"},
+    {"regex": ".*", "operation": "OUTPUT", "algorithm_key": "no_quantize"},
+)
+
+# Mode name -> (AEQ recipe function name, integer input/output).
+RECIPES = {
+    "int8": ("static_wi8_ai8", False),
+    "int8_only": ("static_wi8_ai8", True),
+    "int16x8": ("static_wi8_ai16", False),
+}
+
+# Ops that LiteRT cannot run with integer tensors, as AEQ recipe rules
+# matched against output tensor names: a recurrent layer's WHILE loop and
+# the ops of its body (AEQ quantizes the body, not the loop's inputs).
+FLOAT_ONLY = {
+    "WHILE": r"(^|/)while(_\d+)?([/;]|\d*$)",
+}
+
+
+def quantize(float_tflite, observed, sample, mode, keep_float=()):
+    """Quantizes a float `.tflite` from ranges; returns the bytes.
+
+    Args:
+        float_tflite: the float model's bytes.
+        observed: `{tensor name: (min, max)}` collected by observers; these
+            win over the replayed ranges.
+        sample: one array per model input to replay, or None.
+        mode: `"int8"`, `"int8_only"` or `"int16x8"`.
+        keep_float: regular expressions of output-tensor names whose ops
+            stay float (`int8` only).
+
+    Raises:
+        ExportError: a tensor has no range, or ai-edge-quantizer or LiteRT
+            refuse the model; the message names the tensor or op.
+    """
+    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer import recipe as recipes
+
+    ranges = replayed_ranges(float_tflite, sample) if sample else {}
+    ranges.update(observed)
+    recipe_name, integer_io = RECIPES[mode]
+    rules = list(getattr(recipes, recipe_name)())
+    rules += [_float_rule(pattern) for pattern in FLOAT_ONLY.values()]
+    rules += [_float_rule(pattern) for pattern in keep_float]
+    if not integer_io:
+        rules += [dict(rule) for rule in _FLOAT_IO]
+    calibration = {
+        name: {
+            "min": np.array([low], "float32"),
+            "max": np.array([high], "float32"),
+        }
+        for name, (low, high) in ranges.items()
+    }
+    try:
+        with warnings.catch_warnings():  # its own debugging interpreter
+            warnings.simplefilter("ignore")
+            result = quantizer.Quantizer(
+                bytearray(float_tflite), rules
+            ).quantize(calibration, enable_progress_report=False)
+    except Exception as error:  # any refusal: one message naming it
+        raise ExportError(_refusal(error, sample)) from error
+    tflite = bytes(result.quantized_model)
+    _check_runs(tflite)
+    return tflite
+
+
+def _float_rule(pattern):
+    return {"regex": pattern, "operation": "*", "algorithm_key": "no_quantize"}
+
+
+def _refusal(error, sample):
+    reason = " ".join(str(error).split())[:400]
+    if sample is None and "not found" in reason:
+        return (
+            f"{reason}. No observer sees this tensor, and the model keeps no "
+            "replay sample to measure it: observe the model with "
+            "`replay_samples` > 0 (the default) and calibrate again."
+        )
+    return f"ai-edge-quantizer cannot quantize this model: {reason}"
+
+
+def replayed_ranges(float_tflite, sample):
+    """`{tensor name: (min, max)}` of every float activation tensor, over
+    `sample` run through the float model in LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import OpResolverType
+
+    constants = constant_names(float_tflite)
+    lows, highs = {}, {}
+    with warnings.catch_warnings():  # "for debugging purposes only"
+        warnings.simplefilter("ignore")
+        runner = Interpreter(
+            model_content=bytes(float_tflite),
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=(
+                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            ),
+        )
+        for _ in _batches(runner, sample):
+            for name, values in _float_tensors(runner):
+                if name in constants:
+                    continue
+                lows[name] = min(lows.get(name, np.inf), float(values.min()))
+                highs[name] = max(highs.get(name, -np.inf), float(values.max()))
+    return {name: widen_range(lows[name], highs[name]) for name in lows}
+
+
+def _batches(runner, sample):
+    """Runs `runner` on `sample`, whole if the model's batch can change,
+    else one sample at a time; yields after each run."""
+    details = runner.get_input_details()
+    count = len(sample[0])
+    fixed = any(d["shape_signature"][0] != -1 for d in details)
+    size = 1 if fixed else count
+    for start in range(0, count, size):
+        for detail, values in zip(details, sample):
+            batch = np.asarray(values[start : start + size])
+            runner.resize_tensor_input(detail["index"], batch.shape)
+        runner.allocate_tensors()
+        for detail, values in zip(details, sample):
+            batch = np.asarray(values[start : start + size])
+            runner.set_tensor(detail["index"], batch.astype(detail["dtype"]))
+        runner.invoke()
+        yield start
+
+
+def _float_tensors(runner):
+    """`(name, values)` of every float32 tensor holding data after a run,
+    in every subgraph (a recurrent layer's loop body is one)."""
+    for subgraph in range(runner.num_subgraphs()):
+        for detail in runner.get_tensor_details(subgraph):
+            if detail["dtype"] != np.float32 or not detail["name"]:
+                continue
+            try:
+                values = runner.get_tensor(detail["index"], subgraph)
+            except ValueError:
+                continue
+            if values.size and np.all(np.isfinite(values)):
+                yield detail["name"], values
+
+
+def constant_names(tflite):
+    """Names of the tensors whose values are stored in the model (weights,
+    biases, constants): never given a range, or AEQ would quantize them
+    per tensor with it."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    return {
+        tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+        for subgraph in model.subgraphs
+        for tensor in subgraph.tensors
+        if model.buffers[tensor.buffer].data is not None
+        and len(model.buffers[tensor.buffer].data)
+    }
+
+
+def _check_runs(tflite):
+    """Refuses a model LiteRT cannot prepare, rather than writing it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        runner = Interpreter(model_content=tflite)
+        runner.allocate_tensors()
+    except (RuntimeError, ValueError) as error:
+        raise ExportError(
+            f"LiteRT cannot prepare the quantized model: {error}"
+        ) from error
+
+
+def operator_names(tflite):
+    """The builtin op names of a `.tflite`'s main graph, in order."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    return [
+        flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+        for op in model.subgraphs[0].operators
+    ]
+
+
+def escape_scope(scope):
+    """A regular expression matching the ops with a part computed inside
+    `scope`: any of the `;`-joined names of their output tensor (a fused
+    Conv + BatchNormalization + ReLU is one op, float if any part is)."""
+    return rf"(^|[/;]){re.escape(scope)}(_\d+)?/"
