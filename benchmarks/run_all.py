@@ -10,6 +10,9 @@
     QAT on one architecture (goal: QAT within 0.5 points of tfmot).
 (e) `accuracy_guard`: `mode="auto"` on a denoiser with a tight budget, and
     the range estimators on long-tailed activations.
+(f) `zoo --subset`: MobileNetV2, a ViT and an LSTM in int8, int8_only and
+    int16x8, beside the TFLite converter (`python benchmarks/zoo.py` runs
+    all eleven architectures).
 
 Each prints its own report, with the command that reproduces it alone; a
 summary of the headline figures follows. `make bench` runs this script.
@@ -24,6 +27,7 @@ import common
 import export_time
 import fit_overhead
 import qat_vs_tfmot
+import zoo
 
 BENCHMARKS = {
     "fit_overhead": fit_overhead,
@@ -31,6 +35,7 @@ BENCHMARKS = {
     "accuracy_vs_converter": accuracy_vs_converter,
     "qat_vs_tfmot": qat_vs_tfmot,
     "accuracy_guard": accuracy_guard,
+    "zoo": zoo,
 }
 
 
@@ -57,6 +62,8 @@ def benchmark_argv(name, args):
             "--seeds",
             str(args.seeds),
         ]
+    if name == "zoo":
+        return ["--subset"]
     if name in ("accuracy_vs_converter", "accuracy_guard"):
         return [*argv, "--seeds", str(args.seeds)]
     return [*argv, "--repeats", str(args.repeats), "--seed", str(args.seed)]
@@ -71,6 +78,7 @@ def print_summary(results, elapsed):
         "accuracy_vs_converter": _print_accuracy,
         "qat_vs_tfmot": _print_qat,
         "accuracy_guard": _print_guard,
+        "zoo": _print_zoo,
     }
     for name, found in results.items():
         printers[name](found)
@@ -137,6 +145,12 @@ def _print_guard(found):
         }
         figures = ", ".join(f"{k} {v:.2f}" for k, v in means.items())
         print(f"    {task.title} ({task.unit}): {figures}")
+
+
+def _print_zoo(rows):
+    done = [r for r in rows if r.get("tool") == "keras-quant"]
+    ok = [r for r in done if r.get("status") == "ok"]
+    print(f"(f) zoo subset: keras-quant exported {len(ok)} of {len(done)}")
 
 
 def main(argv=None):

@@ -612,8 +612,8 @@ def main(argv=None):
     if args.one:
         row = run_job(*args.one, args)
         print(RESULT_MARK + json.dumps(row), flush=True)
-    else:
-        run_all(args)
+        return [row]
+    return run_all(args)
 
 
 if __name__ == "__main__":

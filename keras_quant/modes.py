@@ -56,6 +56,9 @@ class ModeSpec:
         hardware: where the guide says the mode pays off.
         activation_bits: bits of a quantized activation, None for modes
             that keep activations float.
+        qat_route: the route for a quantization-aware-trained model, which
+            computes its own 8-bit graph in Keras and is exported as that
+            very graph (decision D32); None for the same as `route`.
     """
 
     summary: str
@@ -65,6 +68,13 @@ class ModeSpec:
     integer_io: bool = False
     hardware: str = "CPU"
     activation_bits: int = None
+    qat_route: Route = None
+
+    def route_for(self, quantize_aware):
+        """The route for a model, QAT or not."""
+        if quantize_aware and self.qat_route is not None:
+            return self.qat_route
+        return self.route
 
     @property
     def needs_ranges(self):
@@ -78,12 +88,14 @@ MODES = {
     Mode.DYNAMIC: ModeSpec("dynamic range: int8 weights, float activations"),
     Mode.INT8: ModeSpec(
         "full integer with float fallback and float input/output",
-        route=Route.FAKE_QUANT,
+        route=Route.ENGINE,
+        qat_route=Route.FAKE_QUANT,
         activation_bits=8,
     ),
     Mode.INT8_ONLY: ModeSpec(
         "integer only, integer input/output",
-        route=Route.FAKE_QUANT,
+        route=Route.ENGINE,
+        qat_route=Route.FAKE_QUANT,
         integer_io=True,
         hardware="CPU, Edge TPU, microcontrollers",
         activation_bits=8,

@@ -22,5 +22,5 @@ def test_an_abort_is_named_with_its_signal():
 
 
 def test_the_functions_own_error_is_raised_again():
-    with pytest.raises(ExportError, match="cannot quantize this model"):
+    with pytest.raises(ExportError, match="not a TFLite model"):
         run_isolated(engine.quantize, b"not a model", {}, None, "int8")

@@ -31,11 +31,15 @@ Example:
 ['QUANTIZE', 'FULLY_CONNECTED']
 """
 
+import dataclasses
 import re
 import warnings
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.tools import flatbuffer_utils
 
+from keras_quant.conversion import integer_io
 from keras_quant.errors import ExportError
 from keras_quant.observation.ranges import widen_range
 
@@ -46,12 +50,30 @@ _FLOAT_IO = (
     {"regex": ".*", "operation": "OUTPUT", "algorithm_key": "no_quantize"},
 )
 
-# Mode name -> (AEQ recipe function name, integer input/output).
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How the engine quantizes one mode.
+
+    Attributes:
+        recipe: the ai-edge-quantizer recipe function.
+        integer_io: integer model inputs and outputs (else float, with
+            QUANTIZE and DEQUANTIZE at the boundary).
+        float_fallback: ops that touch a tensor with no range stay float
+            (else the export is refused, naming the tensor).
+    """
+
+    recipe: str
+    integer_io: bool = False
+    float_fallback: bool = False
+
+
 RECIPES = {
-    "int8": ("static_wi8_ai8", False),
-    "int8_only": ("static_wi8_ai8", True),
-    "int16x8": ("static_wi8_ai16", False),
+    "int8": Recipe("static_wi8_ai8", float_fallback=True),
+    "int8_only": Recipe("static_wi8_ai8", integer_io=True),
+    "int16x8": Recipe("static_wi8_ai16"),
 }
+
 
 # Ops that LiteRT cannot run with integer tensors, as AEQ recipe rules
 # matched against output tensor names: a recurrent layer's WHILE loop and
@@ -61,7 +83,9 @@ FLOAT_ONLY = {
 }
 
 
-def quantize(float_tflite, observed, sample, mode, keep_float=()):
+def quantize(
+    float_tflite, observed, sample, mode, keep_float=(), io_dtype=None
+):
     """Quantizes a float `.tflite` from ranges; returns the bytes.
 
     Args:
@@ -72,21 +96,40 @@ def quantize(float_tflite, observed, sample, mode, keep_float=()):
         mode: `"int8"`, `"int8_only"` or `"int16x8"`.
         keep_float: regular expressions of output-tensor names whose ops
             stay float (`int8` only).
+        io_dtype: for `int8_only`, `"int8"` (default) or `"uint8"`.
 
     Raises:
-        ExportError: a tensor has no range, or ai-edge-quantizer or LiteRT
-            refuse the model; the message names the tensor or op.
+        ExportError: a tensor has no range (`int8_only`, `int16x8`), or
+            ai-edge-quantizer or LiteRT refuse the model; the message names
+            the tensor or op.
     """
+    if bytes(float_tflite[4:8]) != b"TFL3":
+        raise ExportError(
+            "The engine was given bytes that are not a TFLite model."
+        )
+    spec = RECIPES[mode]
+    ranges = replayed_ranges(float_tflite, sample) if sample else {}
+    ranges.update(observed)
+    keep_float = list(keep_float)
+    if spec.float_fallback:  # ops touching a tensor with no range: float
+        keep_float += _ops_without_ranges(float_tflite, ranges)
+    tflite = _quantize(float_tflite, ranges, spec, keep_float, sample)
+    tflite = integer_io.shape_from_integers(tflite)
+    if spec.integer_io and io_dtype == "uint8":
+        tflite = integer_io.to_uint8_io(tflite)
+    _check_runs(tflite)
+    return tflite
+
+
+def _quantize(float_tflite, ranges, spec, keep_float, sample):
+    """ai-edge-quantizer's quantization with the recipe of `spec`."""
     from ai_edge_quantizer import quantizer
     from ai_edge_quantizer import recipe as recipes
 
-    ranges = replayed_ranges(float_tflite, sample) if sample else {}
-    ranges.update(observed)
-    recipe_name, integer_io = RECIPES[mode]
-    rules = list(getattr(recipes, recipe_name)())
+    rules = list(getattr(recipes, spec.recipe)())
     rules += [_float_rule(pattern) for pattern in FLOAT_ONLY.values()]
     rules += [_float_rule(pattern) for pattern in keep_float]
-    if not integer_io:
+    if not spec.integer_io:
         rules += [dict(rule) for rule in _FLOAT_IO]
     calibration = {
         name: {
@@ -103,9 +146,29 @@ def quantize(float_tflite, observed, sample, mode, keep_float=()):
             ).quantize(calibration, enable_progress_report=False)
     except Exception as error:  # any refusal: one message naming it
         raise ExportError(_refusal(error, sample)) from error
-    tflite = bytes(result.quantized_model)
-    _check_runs(tflite)
-    return tflite
+    return bytes(result.quantized_model)
+
+
+def _ops_without_ranges(float_tflite, ranges):
+    """Patterns naming the ops that read or write a float activation
+    tensor with no range: with float fallback they stay float."""
+    model = _read(float_tflite)
+    patterns = []
+    for subgraph in model.subgraphs:
+        names = [_name(tensor.name) for tensor in subgraph.tensors]
+        constant = [_is_constant(model, tensor) for tensor in subgraph.tensors]
+        floating = [
+            tensor.type == schema.TensorType.FLOAT32
+            for tensor in subgraph.tensors
+        ]
+        for op in subgraph.operators:
+            touched = [i for i in [*op.inputs, *op.outputs] if i >= 0]
+            if len(op.outputs) and any(
+                floating[i] and not constant[i] and names[i] not in ranges
+                for i in touched
+            ):
+                patterns.append(output_named(names[op.outputs[0]]))
+    return patterns
 
 
 def _float_rule(pattern):
@@ -187,16 +250,26 @@ def constant_names(tflite):
     """Names of the tensors whose values are stored in the model (weights,
     biases, constants): never given a range, or AEQ would quantize them
     per tensor with it."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    model = _read(tflite)
     return {
-        tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+        _name(tensor.name)
         for subgraph in model.subgraphs
         for tensor in subgraph.tensors
-        if model.buffers[tensor.buffer].data is not None
-        and len(model.buffers[tensor.buffer].data)
+        if _is_constant(model, tensor)
     }
+
+
+def _read(tflite):
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+
+
+def _is_constant(model, tensor):
+    data = model.buffers[tensor.buffer].data
+    return data is not None and len(data) > 0
+
+
+def _name(name):
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def _check_runs(tflite):
@@ -214,13 +287,18 @@ def _check_runs(tflite):
 
 def operator_names(tflite):
     """The builtin op names of a `.tflite`'s main graph, in order."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    model = _read(tflite)
     return [
         flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
         for op in model.subgraphs[0].operators
     ]
+
+
+def output_named(name):
+    """A regular expression matching the op whose first output is `name`:
+    ai-edge-quantizer matches an op's output names joined by `;`, with a
+    `;` at the end."""
+    return rf"^{re.escape(name)};"
 
 
 def escape_scope(scope):

@@ -35,6 +35,7 @@ from keras_quant.modes import Mode
 from keras_quant.modes import Route
 from keras_quant.observation.observed_model import collected_ranges
 from keras_quant.observation.observed_model import replay_sample
+from keras_quant.observation.qat import is_quantize_aware
 
 
 def convert(model, mode, io_dtype=None, keep_float=()):
@@ -65,7 +66,8 @@ def convert(model, mode, io_dtype=None, keep_float=()):
     else:
         if MODES[mode].needs_ranges:
             check_multipliers(model)
-        tflite = ROUTES[MODES[mode].route](model, mode, io_dtype)
+        route = MODES[mode].route_for(is_quantize_aware(model))
+        tflite = ROUTES[route](model, mode, io_dtype)
     check_contract(tflite, mode)
     return tflite
 
@@ -106,6 +108,7 @@ def _convert_with_engine(model, mode, io_dtype, keep_float=()):
         replay_sample(model),
         mode.value,
         patterns,
+        io_dtype,
     )
 
 

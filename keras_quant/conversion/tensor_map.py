@@ -14,6 +14,7 @@ import re
 
 from ai_edge_litert.tools import flatbuffer_utils
 
+from keras_quant.conversion import engine
 from keras_quant.conversion.graphs import layer_name
 from keras_quant.graph import trace as graph_lib
 from keras_quant.observation.observers import Observer
@@ -118,7 +119,7 @@ def output_patterns(float_tflite, model, layers):
         producer = _producer(graph, key)
         if producer is not None and layer_name(producer.layer) in layers:
             name = layer_name(producer.layer)
-            patterns[name] = f"^{re.escape(detail['name'])}$"
+            patterns[name] = engine.output_named(detail["name"])
     return patterns
 
 

@@ -163,6 +163,12 @@ class QuantizeSplit(Split):
         return value
 
 
+def is_quantize_aware(model):
+    """Whether `model` came from `quantize_aware`: its observers fake-quantize
+    what they observe, so it computes its own int8 graph."""
+    return any(observer.quantize for observer in find_observers(model))
+
+
 def quantize_aware(model, *, momentum=0.999, save_modes=("int8",)):
     """Returns a model for quantization-aware training of `model`.
 

@@ -23,9 +23,6 @@ from keras_quant.runtime import litert
 
 FLOAT_DTYPES = ("float32", "float16", "float64")
 
-# Ops that read only the dimensions of their input, never its values.
-SHAPE_ONLY = ("SHAPE",)
-
 # Which op inputs are weights and biases (by position), per TFLite op.
 WEIGHT_INPUTS = {
     "CONV_2D": (1, 2),
@@ -101,28 +98,9 @@ class ModelSummary:
         return [self.tensors[i] for i in sorted(indices)]
 
     def float_ops(self):
-        """Names of ops that read or write float values.
-
-        `SHAPE` reads only its input's dimensions, so a float input does
-        not make it a float op, nor the `DEQUANTIZE` that feeds only
-        such ops (ai-edge-quantizer leaves one before the `SHAPE` of a
-        transposed convolution's dynamic output size).
-        """
-        readers = {}
-        for op in self.ops:
-            for index in op.inputs:
-                readers.setdefault(index, []).append(op.name)
+        """Names of ops that read or write a float tensor."""
         found = []
         for op in self.ops:
-            if op.name in SHAPE_ONLY or (
-                op.name == "DEQUANTIZE"
-                and all(
-                    name in SHAPE_ONLY
-                    for index in op.outputs
-                    for name in readers.get(index, ["?"])
-                )
-            ):
-                continue
             used = [i for i in op.inputs + op.outputs if i >= 0]
             if any(self.tensors[i].is_float for i in used):
                 found.append(op.name)
