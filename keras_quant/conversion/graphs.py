@@ -6,6 +6,8 @@ observers dropped. Both call the user's layers (the QAT wrappers' float
 layers), so the converter sees the same weights.
 """
 
+import keras
+
 from keras_quant.graph import decomposition
 from keras_quant.graph import trace as graph_lib
 from keras_quant.observation.layers import FakeQuant
@@ -103,10 +105,14 @@ def scoped_float_graph(model):
     def call_op(op, args, kwargs):
         if isinstance(op.layer, Observer):
             return args[0]
-        layer = NameScope(
-            float_layer(unsplit(op.layer)), OP_SCOPE.format(len(ops))
-        )
-        ops.append(op)
+        layer = float_layer(unsplit(op.layer))
+        if isinstance(layer, keras.layers.Layer):
+            # Keras operations that are not layers (`x + 3.0` in a
+            # functional graph) take constants as positional arguments,
+            # which a layer call refuses: they run unscoped, and their
+            # tensors take replayed ranges.
+            layer = NameScope(layer, OP_SCOPE.format(len(ops)))
+            ops.append(op)
         if isinstance(op.layer, Split):
             return layer(*args)
         return layer(*args, **kwargs)
