@@ -36,7 +36,7 @@ browser:
 		exit 2; \
 	fi
 
-# The whole suite: about 6 minutes on 2 cores (see README).
+# The whole suite: about 10 minutes on 2 cores (see README).
 test: $(STAMP) browser
 	$(PY) -m pytest
 
