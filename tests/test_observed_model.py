@@ -9,6 +9,7 @@ import pytest
 
 import keras_quant
 from keras_quant.observation.layers import Split
+from keras_quant.observation.observed_model import replay_sample
 from keras_quant.observation.observers import read
 from tests.conftest import small_cnn
 
@@ -200,3 +201,27 @@ def test_save_with_nan_activations_still_saves(trained_cnn, digits, tmp_path):
     assert report["skipped"]["int8"].startswith("NonFiniteActivationError")
     assert [e["mode"] for e in report["exports"]] == ["float16"]
     assert (tmp_path / "m.keras").exists()
+
+
+def test_input_observers_keep_the_first_inputs_they_record(tmp_path):
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    observed = keras_quant.observe(model, replay_samples=40)
+    data = np.random.default_rng(0).normal(size=(100, 5)).astype("float32")
+    observed.predict(data, batch_size=32, verbose=0)
+    (sample,) = replay_sample(observed)
+    # bfloat16 keeps 8 bits of mantissa: within 0.4 % of each input.
+    np.testing.assert_allclose(sample, data[:40], rtol=2**-8, atol=1e-30)
+    observed.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(replay_sample(loaded)[0], sample)
+    keras_quant.reset_ranges(loaded)
+    assert replay_sample(loaded) is None
+
+
+def test_no_replay_sample_when_asked_for_none():
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    observed = keras_quant.observe(model, replay_samples=0)
+    observed.predict(np.ones((8, 5), "float32"), verbose=0)
+    assert replay_sample(observed) is None

@@ -100,9 +100,10 @@ def check_contract(tflite, mode):
         raise ExportError(
             f"Mode {mode.value!r} must give a model with no float tensor, "
             f"but these ops still compute in float: {sorted(set(float_ops))}. "
-            "keras-quant places no range on the layers behind them. Use "
-            "mode='int8' (float fallback), or replace those layers with "
-            "ones TFLite quantizes."
+            "The quantizer holds them only in float (NEG is the mean "
+            "subtraction of LayerNormalization, WHILE a recurrent layer's "
+            "loop). Use mode='int8' (float fallback), or replace those "
+            "layers with ones TFLite quantizes."
         )
 
 

@@ -187,7 +187,7 @@ def _sample_spec(tensor, replay_samples):
     if None in shape or replay_samples == 0:
         return {}
     if replay_samples == "auto":
-        size = REPLAY_BYTES // (4 * max(1, int(np.prod(shape))))
+        size = REPLAY_BYTES // (2 * max(1, int(np.prod(shape))))  # bfloat16
         replay_samples = int(np.clip(size, REPLAY_MIN, REPLAY_MAX))
     if not isinstance(replay_samples, int) or replay_samples < 0:
         raise ValueError(

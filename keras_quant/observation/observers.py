@@ -41,6 +41,10 @@ from keras_quant.observation.ranges import SILENT_RANGE_WIDTH
 from keras_quant.observation.ranges import check_estimator
 from keras_quant.observation.ranges import widen_range
 
+# The replay sample is kept in bfloat16: float32's range, half its bytes;
+# its 8-bit mantissa moves a replayed min or max by at most 0.4 %.
+SAMPLE_DTYPE = "bfloat16"
+
 RECORD_OFF = 0
 RECORD_INFERENCE = 1
 RECORD_TRAINING = 2
@@ -143,7 +147,9 @@ class Observer(keras.layers.Layer):
         if self.sample_size:
             # One row more than kept: writes past the end land there.
             self.sample_ = state(
-                "sample", shape=(self.sample_size + 1, *self.sample_shape)
+                "sample",
+                shape=(self.sample_size + 1, *self.sample_shape),
+                dtype=SAMPLE_DTYPE,
             )
             self.samples_kept_ = state("samples_kept", dtype="int64", value=0)
         self.built = True
@@ -237,7 +243,7 @@ class Observer(keras.layers.Layer):
     def _next_sample(self, inputs):
         """`(variable, new value)` pairs keeping the batch's first samples
         until `sample_size` are kept."""
-        batch = ops.cast(inputs, "float32")
+        batch = ops.cast(inputs, SAMPLE_DTYPE)
         count = ops.shape(batch)[0]
         positions = ops.cast(self.samples_kept_, "int32") + ops.arange(
             count, dtype="int32"
@@ -447,7 +453,8 @@ class Observer(keras.layers.Layer):
         """The samples kept so far, as a numpy array (maybe empty)."""
         if self.sample_ is None:
             return None
-        return read(self.sample_)[: read(self.samples_kept_)]
+        kept = read(self.sample_)[: read(self.samples_kept_)]
+        return kept.astype("float32")
 
 
 def read(variable):
