@@ -29,6 +29,7 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
+from tables import print_table  # noqa: F401  (the benchmarks call common.print_table)
 
 import keras_quant
 from keras_quant import native_stderr
@@ -352,19 +353,3 @@ def print_header(title, script, args):
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     print()
-
-
-def print_table(headers, rows):
-    """Prints `rows` (lists of strings) under `headers`, columns aligned."""
-    widths = [
-        max(len(str(row[i])) for row in [headers, *rows])
-        for i in range(len(headers))
-    ]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
-
-    print(line(headers).rstrip())
-    print(line(["-" * w for w in widths]).rstrip())
-    for row in rows:
-        print(line(row).rstrip())

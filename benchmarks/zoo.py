@@ -60,6 +60,7 @@ import time
 import warnings
 
 import numpy as np
+from tables import print_table
 
 MODES = ("int8", "int8_only", "int16x8")
 # Not run by default: references without activation quantization, for the
@@ -486,22 +487,6 @@ def failures(rows):
         for r in rows
         if r["status"] != "ok"
     ]
-
-
-def print_table(headers, rows):
-    """Prints `rows` (lists of strings) under `headers`, columns aligned."""
-    widths = [
-        max(len(str(row[i])) for row in [headers, *rows])
-        for i in range(len(headers))
-    ]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
-
-    print(line(headers).rstrip())
-    print(line(["-" * w for w in widths]).rstrip())
-    for row in rows:
-        print(line(row).rstrip())
 
 
 def markdown(rows, archs):
