@@ -37,8 +37,8 @@ import warnings
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.tools import flatbuffer_utils
 
+from keras_quant.conversion import flatbuffer
 from keras_quant.conversion import integer_io
 from keras_quant.errors import ExportError
 from keras_quant.observation.ranges import widen_range
@@ -152,10 +152,12 @@ def _quantize(float_tflite, ranges, spec, keep_float, sample):
 def _ops_without_ranges(float_tflite, ranges):
     """Patterns naming the ops that read or write a float activation
     tensor with no range: with float fallback they stay float."""
-    model = _read(float_tflite)
+    model = flatbuffer.read(float_tflite)
     patterns = []
     for subgraph in model.subgraphs:
-        names = [_name(tensor.name) for tensor in subgraph.tensors]
+        names = [
+            flatbuffer.tensor_name(tensor.name) for tensor in subgraph.tensors
+        ]
         constant = [_is_constant(model, tensor) for tensor in subgraph.tensors]
         floating = [
             tensor.type == schema.TensorType.FLOAT32
@@ -250,26 +252,18 @@ def constant_names(tflite):
     """Names of the tensors whose values are stored in the model (weights,
     biases, constants): never given a range, or AEQ would quantize them
     per tensor with it."""
-    model = _read(tflite)
+    model = flatbuffer.read(tflite)
     return {
-        _name(tensor.name)
+        flatbuffer.tensor_name(tensor.name)
         for subgraph in model.subgraphs
         for tensor in subgraph.tensors
         if _is_constant(model, tensor)
     }
 
 
-def _read(tflite):
-    return flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
-
-
 def _is_constant(model, tensor):
     data = model.buffers[tensor.buffer].data
     return data is not None and len(data) > 0
-
-
-def _name(name):
-    return name.decode() if isinstance(name, bytes) else name
 
 
 def _check_runs(tflite):
@@ -287,10 +281,9 @@ def _check_runs(tflite):
 
 def operator_names(tflite):
     """The builtin op names of a `.tflite`'s main graph, in order."""
-    model = _read(tflite)
+    model = flatbuffer.read(tflite)
     return [
-        flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
-        for op in model.subgraphs[0].operators
+        flatbuffer.op_name(model, op) for op in model.subgraphs[0].operators
     ]
 
 

@@ -18,7 +18,7 @@ from keras_quant.observation.observers import Observer
 from keras_quant.observation.qat import QuantizeWeights
 
 
-def fake_quant_graph(model, bits=8, record=None, float_points=()):
+def fake_quant_graph(model, bits=8, record=None):
     """The graph TFLite will compute: split layers as their steps, and a
     fake-quant with its collected range in place of each observer.
 
@@ -31,14 +31,11 @@ def fake_quant_graph(model, bits=8, record=None, float_points=()):
         bits: see above.
         record: a dict that, if given, receives `{point: tensor}` for every
             quantization point, in graph order (see `sensitivity`).
-        float_points: points left float (layers kept float).
     """
 
     def fake_quant(observer, value):
         low, high = observer.range()
-        if observer.point in float_points:
-            pass
-        elif bits == 16:
+        if bits == 16:
             bound = max(-low, high)
             value = FakeQuant(-bound, bound, 16, narrow_range=True)(value)
         elif bits == 8:
@@ -64,19 +61,15 @@ def fake_quant_graph(model, bits=8, record=None, float_points=()):
     return _rebuild(model, call_op)
 
 
-def float_graph(model, keep_float=()):
-    """The float graph: observers dropped; each layer named in `keep_float`
-    called in a `NameScope` that marks its ops."""
-    if not find_observers(model) and not keep_float:
+def float_graph(model):
+    """The float graph: observers dropped."""
+    if not find_observers(model):
         return model
-    scopes = float_scopes(keep_float)
 
     def call_op(op, args, kwargs):
         if isinstance(op.layer, Observer):
             return args[0]
         layer = float_layer(unsplit(op.layer))
-        if layer.name in scopes:
-            layer = NameScope(layer, scopes[layer.name])
         if isinstance(op.layer, Split):
             return layer(*args)
         return layer(*args, **kwargs)
@@ -118,15 +111,6 @@ def scoped_float_graph(model):
         return layer(*args, **kwargs)
 
     return _rebuild(model, call_op), ops
-
-
-def float_scopes(keep_float):
-    """`{layer name: name scope}` for layers kept float. The scopes are
-    numbered, not named after the layer: TensorFlow suffixes a reused scope
-    with `_1`, which would make `dense` look like `dense_1`."""
-    return {
-        name: f"keras_quant_float_{i}_" for i, name in enumerate(keep_float)
-    }
 
 
 def layer_name(layer):

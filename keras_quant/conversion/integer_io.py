@@ -7,14 +7,15 @@ input gets a uint8 tensor in front of it and each int8 output one behind
 it, joined by a `QUANTIZE` op, which LiteRT runs as an integer
 requantization (the same real values: zero point + 128, same scale), as
 the TFLite converter does for `inference_input_type=tf.uint8`. Edits the
-model with the schema objects of `ai_edge_litert.tools.flatbuffer_utils`.
+model's schema objects (`flatbuffer`).
 """
 
 import copy
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.tools import flatbuffer_utils
+
+from keras_quant.conversion import flatbuffer
 
 _UINT8_SHIFT = 128
 
@@ -29,7 +30,7 @@ def to_uint8_io(tflite):
     """
     if bytes(tflite[4:8]) != b"TFL3":
         raise ValueError("not a TFLite model")
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    model = flatbuffer.read(tflite)
     subgraph = model.subgraphs[0]
     opcode = _quantize_opcode(model)
     renamed = {}
@@ -46,7 +47,7 @@ def to_uint8_io(tflite):
             entry.tensorIndex = renamed.get(
                 entry.tensorIndex, entry.tensorIndex
             )
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return flatbuffer.write(model)
 
 
 def _uint8_twin(model, subgraph, index, suffix):
@@ -59,7 +60,7 @@ def _uint8_twin(model, subgraph, index, suffix):
         )
     twin = copy.deepcopy(original)
     twin.type = schema.TensorType.UINT8
-    twin.name = _name(original.name) + f"/{suffix}"
+    twin.name = flatbuffer.tensor_name(original.name) + f"/{suffix}"
     twin.quantization.zeroPoint = (
         np.asarray(original.quantization.zeroPoint) + _UINT8_SHIFT
     )
@@ -68,10 +69,6 @@ def _uint8_twin(model, subgraph, index, suffix):
     twin.buffer = len(model.buffers) - 1
     subgraph.tensors.append(twin)
     return len(subgraph.tensors) - 1
-
-
-def _name(name):
-    return name.decode() if isinstance(name, bytes) else name
 
 
 def _op(opcode, source, target):
@@ -105,12 +102,9 @@ def shape_from_integers(tflite):
     nothing but its shape. `SHAPE` reads any type, so the `DEQUANTIZE` and
     its tensor go.
     """
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    model = flatbuffer.read(tflite)
     subgraph = model.subgraphs[0]
-    codes = [
-        flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
-        for op in subgraph.operators
-    ]
+    codes = [flatbuffer.op_name(model, op) for op in subgraph.operators]
     readers = {}
     for op, code in zip(subgraph.operators, codes):
         for index in op.inputs:
@@ -125,7 +119,7 @@ def shape_from_integers(tflite):
             unused.append(op.outputs[0])
     for index in sorted(unused, reverse=True):  # later indices first
         _remove_tensor(model, subgraph, index)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return flatbuffer.write(model)
 
 
 def _remove_tensor(model, subgraph, index):

@@ -12,9 +12,8 @@ replay.
 
 import re
 
-from ai_edge_litert.tools import flatbuffer_utils
-
 from keras_quant.conversion import engine
+from keras_quant.conversion import flatbuffer
 from keras_quant.conversion.graphs import layer_name
 from keras_quant.graph import trace as graph_lib
 from keras_quant.observation.observers import Observer
@@ -98,13 +97,13 @@ def _observer_of_output(graph, key):
 def _op_output_names(tflite):
     """The first output tensor name of each op of the main graph, in op
     order."""
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    model = flatbuffer.read(tflite)
     subgraph = model.subgraphs[0]
     names = []
     for op in subgraph.operators:
         if len(op.outputs):
             name = subgraph.tensors[op.outputs[0]].name
-            names.append(name.decode() if isinstance(name, bytes) else name)
+            names.append(flatbuffer.tensor_name(name))
     return names
 
 
