@@ -100,10 +100,12 @@ def check_contract(tflite, mode):
         raise ExportError(
             f"Mode {mode.value!r} must give a model with no float tensor, "
             f"but these ops still compute in float: {sorted(set(float_ops))}. "
-            "The quantizer holds them only in float (NEG is the mean "
-            "subtraction of LayerNormalization, WHILE a recurrent layer's "
-            "loop). Use mode='int8' (float fallback), or replace those "
-            "layers with ones TFLite quantizes."
+            "Either the quantizer holds them only in float (WHILE is the "
+            "loop of a recurrent layer over a variable number of steps: "
+            "give its input a fixed length to have it unrolled), or no "
+            "range exists for their tensors (the model keeps no replay "
+            "sample: observe it with `replay_samples` > 0 and calibrate "
+            "again). Use mode='int8' (float fallback) to keep them float."
         )
 
 

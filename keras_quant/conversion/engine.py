@@ -5,15 +5,17 @@ keras-quant converts the float model once (`routes`), maps each observed
 range to its TFLite tensor by name (`tensor_map`), and hands both to
 `quantize`, which:
 
-1. replays the float model in LiteRT on the inputs the observers kept
+1. rewrites float ops that have an exact equivalent the quantizer holds
+   in integers (`rewrites`: NEG as MUL by -1, ...);
+2. replays the float model in LiteRT on the inputs the observers kept
    (the replay sample, decision D30) to find the ranges of the tensors no
    observer sees (inside LayerNormalization, attention, gelu, recurrent
    cells, Average); observed tensors keep their training-time ranges;
-2. quantizes with the mode's recipe (`RECIPES`): weights int8 per channel
+3. quantizes with the mode's recipe (`RECIPES`): weights int8 per channel
    symmetric, activations int8 asymmetric or int16 symmetric per tensor;
    ops named by `keep_float` and ops LiteRT cannot hold in integers
    (`FLOAT_ONLY`) stay float between QUANTIZE and DEQUANTIZE;
-3. checks that LiteRT prepares and runs the result.
+4. checks that LiteRT prepares and runs the result.
 
 Neither Keras nor TensorFlow is imported here: `isolation.run_isolated`
 runs `quantize` in a child process that starts in well under a second, so
@@ -40,6 +42,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from keras_quant.conversion import flatbuffer
 from keras_quant.conversion import integer_io
+from keras_quant.conversion import rewrites
 from keras_quant.errors import ExportError
 from keras_quant.observation.ranges import widen_range
 
@@ -60,7 +63,9 @@ class Recipe:
         integer_io: integer model inputs and outputs (else float, with
             QUANTIZE and DEQUANTIZE at the boundary).
         float_fallback: ops that touch a tensor with no range stay float
-            (else the export is refused, naming the tensor).
+            (else the export is refused, naming the tensor). `int8_only`
+            falls back too, so that its contract check refuses the model
+            naming the float ops, which says more than a tensor name.
     """
 
     recipe: str
@@ -70,7 +75,9 @@ class Recipe:
 
 RECIPES = {
     "int8": Recipe("static_wi8_ai8", float_fallback=True),
-    "int8_only": Recipe("static_wi8_ai8", integer_io=True),
+    "int8_only": Recipe(
+        "static_wi8_ai8", integer_io=True, float_fallback=True
+    ),
     "int16x8": Recipe("static_wi8_ai16"),
 }
 
@@ -108,12 +115,14 @@ def quantize(
             "The engine was given bytes that are not a TFLite model."
         )
     spec = RECIPES[mode]
+    float_tflite = rewrites.apply(float_tflite, mode)
     ranges = replayed_ranges(float_tflite, sample) if sample else {}
     ranges.update(observed)
     keep_float = list(keep_float)
     if spec.float_fallback:  # ops touching a tensor with no range: float
         keep_float += _ops_without_ranges(float_tflite, ranges)
     tflite = _quantize(float_tflite, ranges, spec, keep_float, sample)
+    tflite = rewrites.quantize_unused_outputs(tflite)
     tflite = integer_io.shape_from_integers(tflite)
     if spec.integer_io and io_dtype == "uint8":
         tflite = integer_io.to_uint8_io(tflite)

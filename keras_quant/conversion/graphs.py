@@ -84,6 +84,9 @@ OP_SCOPE = "kq_op{}"
 def scoped_float_graph(model):
     """The float graph with every layer call in a numbered name scope.
 
+    Recurrent layers over a fixed number of steps are unrolled
+    (`unrolled`), so that no WHILE loop stays float.
+
     TFLite names each tensor after the TensorFlow ops fused into it, the
     last one first, so the first `;`-part of a tensor's name holds the
     scope of the op computing it: an exact map from TFLite tensors back to
@@ -98,7 +101,7 @@ def scoped_float_graph(model):
     def call_op(op, args, kwargs):
         if isinstance(op.layer, Observer):
             return args[0]
-        layer = float_layer(unsplit(op.layer))
+        layer = unrolled(float_layer(unsplit(op.layer)), args)
         if isinstance(layer, keras.layers.Layer):
             # Keras operations that are not layers (`x + 3.0` in a
             # functional graph) take constants as positional arguments,
@@ -111,6 +114,38 @@ def scoped_float_graph(model):
         return layer(*args, **kwargs)
 
     return _rebuild(model, call_op), ops
+
+
+# Recurrent layers over at most this many time steps are unrolled for the
+# engine; longer or variable-length ones keep their WHILE loop (float).
+MAX_UNROLLED_STEPS = 128
+
+
+def unrolled(layer, args):
+    """An unrolled copy of a recurrent layer, with its weights, when its
+    input's time steps are fixed and at most `MAX_UNROLLED_STEPS`; else
+    `layer` itself.
+
+    TensorFlow converts a rolled layer to a WHILE loop, which the
+    quantizer leaves float; unrolled, each step is FULLY_CONNECTED, SPLIT,
+    LOGISTIC, TANH and MUL ops that LiteRT runs in int8 and int16, with the
+    weights stored once (decision D33).
+
+    >>> lstm = keras.layers.LSTM(4)
+    >>> sequence = keras.Input((6, 3))
+    >>> _ = lstm(sequence)
+    >>> unrolled(lstm, [sequence]).unroll
+    True
+    """
+    if not isinstance(layer, keras.layers.RNN) or layer.unroll:
+        return layer
+    steps = args[0].shape[1] if args else None
+    if layer.stateful or steps is None or steps > MAX_UNROLLED_STEPS:
+        return layer
+    copy = type(layer).from_config({**layer.get_config(), "unroll": True})
+    copy.build(args[0].shape)
+    copy.set_weights(layer.get_weights())
+    return copy
 
 
 def layer_name(layer):
