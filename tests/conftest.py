@@ -1,5 +1,7 @@
 """Fixtures: real data (scikit-learn's digits) and small trained models."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -10,6 +12,19 @@ import keras_quant
 
 # Imports tfmot, which switches TensorFlow to legacy Keras: run apart.
 collect_ignore = ["tfmot_scenarios.py"]
+
+
+@pytest.fixture
+def good_file(tmp_path):
+    path = tmp_path / "good.tflite"
+    path.write_bytes(b"a good model")
+    return path
+
+
+def assert_untouched(path):
+    """The `good_file` is as it was, alone in its folder."""
+    assert path.read_bytes() == b"a good model"
+    assert sorted(os.listdir(path.parent)) == [path.name]
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from keras_quant.errors import UnsupportedModelError
 from keras_quant.errors import UnwritablePathError
 from keras_quant.runtime import inspection
 from keras_quant.runtime import litert
+from tests.conftest import assert_untouched
 
 ARCHITECTURES = ["small_cnn", "residual_cnn", "nested_cnn"]
 
@@ -218,18 +219,6 @@ def test_export_of_a_loaded_model_matches(calibrated_cnn, digits, tmp_path):
 
 
 # Bad input: a clear error, and nothing written or overwritten.
-
-
-@pytest.fixture
-def good_file(tmp_path):
-    path = tmp_path / "good.tflite"
-    path.write_bytes(b"a good model")
-    return path
-
-
-def assert_untouched(path):
-    assert path.read_bytes() == b"a good model"
-    assert sorted(os.listdir(path.parent)) == [path.name]
 
 
 def test_unknown_mode(calibrated_cnn, good_file):

@@ -7,12 +7,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_quant.measurement import sensitivity
-from keras_quant.observation.observed_model import find_observers
-from keras_quant.observation.observed_model import set_recording
+from keras_quant.observation import recording
 from keras_quant.observation.observers import RECORD_ALWAYS
 from keras_quant.observation.observers import RECORD_INFERENCE
 from keras_quant.observation.observers import RECORD_OFF
 from keras_quant.observation.observers import RECORD_TRAINING
+from keras_quant.observation.recording import find_observers
+from keras_quant.observation.recording import set_recording
 
 # phase -> (which steps record, whether ranges follow the weights).
 PHASES = {
@@ -28,15 +29,19 @@ class RangeCalibration(keras.callbacks.Callback):
     The ranges used at export must describe the final weights:
 
     - `"validation"`: observers record during validation only and are reset
-      at the start of each validation run, so the last validation run
-      defines the ranges.
+      at the start of each validation run, so the last complete validation
+      run defines the ranges (a run cut short by an error or Ctrl-C is
+      dropped: the ranges go back to the previous run's).
     - `"train"`: observers record on training steps, as a moving average of
       batch ranges (`momentum`), so the ranges follow the weights.
     - `"both"`: training and validation steps, as a moving average.
 
-    When training ends the observers stop recording, so a later `evaluate`
-    or `predict` does not move the ranges; `keras_quant.reset_ranges(model)`
-    clears them and lets inference calls record again.
+    The model remembers the epoch its ranges and weights come from; an
+    export with ranges older than the weights (`validation_freq` > 1)
+    warns. When training ends the observers stop recording, so a later
+    `evaluate` or `predict` does not move the ranges;
+    `keras_quant.reset_ranges(model)` clears them and lets inference calls
+    record again.
 
     Args:
         phase: `"validation"`, `"train"` or `"both"`. Defaults to
@@ -83,6 +88,7 @@ class RangeCalibration(keras.callbacks.Callback):
         self.validation_runs = 0
         self._writer = None
         self._in_fit = False
+        self._epoch = None
 
     @property
     def observers(self):
@@ -101,24 +107,33 @@ class RangeCalibration(keras.callbacks.Callback):
             observer.reset()
             if moving:
                 observer.momentum.assign(self.momentum)
+        recording.end_run(self.model)  # drops what an interrupted fit kept
+        recording.restore_epochs(self.model, None, None)
         set_recording(self.model, mask)
         self._in_fit = True
         self.validation_runs = 0
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+
     def on_test_begin(self, logs=None):
         if self.phase == "validation":
-            for observer in self.observers:
-                observer.reset()
+            recording.begin_run(self.model)  # kept until the run ends
             set_recording(self.model, RECORD_INFERENCE)
 
     def on_test_end(self, logs=None):
         self.validation_runs += 1
-        if self.phase == "validation" and self._in_fit:
-            # Run-time only: the validation step keeps its recording ops.
-            for observer in self.observers:
-                observer.record_mask.assign(RECORD_OFF)
+        if self.phase == "validation":
+            recording.end_run(self.model, self._epoch if self._in_fit else None)
+            if self._in_fit:
+                # Run-time only: the validation step keeps its recording ops.
+                for observer in self.observers:
+                    observer.record_mask.assign(RECORD_OFF)
 
     def on_epoch_end(self, epoch, logs=None):
+        recording.weights_trained(self.model, epoch + 1)
+        if self.phase != "validation":  # the ranges follow the weights
+            recording.end_run(self.model, epoch + 1)
         if self.log_dir is not None:
             self._log(epoch)
 

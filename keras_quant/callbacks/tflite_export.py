@@ -1,6 +1,7 @@
 """`TFLiteExport`: writes `.tflite` files at the right moment of training."""
 
 import os
+import string
 
 import keras
 import numpy as np
@@ -25,9 +26,12 @@ class TFLiteExport(keras.callbacks.Callback):
 
     Args:
         filepath: destination pattern ending in `.tflite`; may contain
-            `{mode}`, `{epoch}` and any key of the epoch logs, as in
+            `{mode}`, `{epoch}` (with `save_freq="train_end"`, the last
+            epoch trained) and any key of the epoch logs, as in
             ModelCheckpoint. Must contain `{mode}` when several modes are
-            exported. Defaults to `"model_{mode}.tflite"`.
+            exported. Defaults to `"model_{mode}.tflite"`. The pattern is
+            checked when training begins (its syntax and format specs) and
+            at the first epoch's end (its log keys), before any export.
         modes: modes to export (see `keras_quant.Mode`), or `"auto"` to
             export the one mode `keras_quant.export(mode="auto")` chooses
             (`{mode}` in `filepath` then reads `auto`). Defaults to
@@ -125,6 +129,9 @@ class TFLiteExport(keras.callbacks.Callback):
         self.io_dtype = io_dtype
         self.best = None
         self.results = []
+        self._epochs_done = 0
+        self._log_names = set()
+        self._unchecked_names = set()
 
     # tf_keras, which trains tfmot models, asks its callbacks these too.
     _supports_tf_logs = False
@@ -138,10 +145,21 @@ class TFLiteExport(keras.callbacks.Callback):
     def _implements_predict_batch_hooks(self):
         return False
 
+    def on_train_begin(self, logs=None):
+        self._epochs_done = 0
+        self._log_names = set()
+        for argument, template in self._templates():
+            self._log_names |= _check_template(
+                argument, template, self._first_mode()
+            )
+        self._unchecked_names = set(self._log_names)
+
     def on_epoch_end(self, epoch, logs=None):
-        if self.save_freq != "epoch":
-            return
         logs = logs or {}
+        self._epochs_done = epoch + 1
+        self._check_log_names(logs)
+        if self.save_freq != "epoch" or not self._log_names <= set(logs):
+            return  # (a pattern naming val_ metrics: an epoch that validated)
         if self.save_best_only:
             current = logs.get(self.monitor)
             if current is None:
@@ -157,7 +175,35 @@ class TFLiteExport(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.save_freq == "train_end":
-            self._export(None, logs or {})
+            self._export(self._epochs_done, logs or {})
+
+    def _templates(self):
+        yield "filepath", self.filepath
+        if self.report_dir is not None:
+            yield "report_dir", self.report_dir
+
+    def _first_mode(self):
+        return "auto" if self.auto else self.modes[0].value
+
+    def _check_log_names(self, logs):
+        """Fails on names the pattern uses that the epoch logs lack; names
+        of validation metrics wait for an epoch that validated."""
+        if not self._unchecked_names:
+            return
+        validated = any(key.startswith("val_") for key in logs)
+        waiting = {
+            name
+            for name in self._unchecked_names
+            if name.startswith("val_") and not validated
+        }
+        missing = self._unchecked_names - waiting - set(logs)
+        if missing:
+            raise ValueError(
+                f"TFLiteExport's file pattern names {sorted(missing)}, which "
+                f"the epoch logs do not have. They have: {sorted(logs)}, and "
+                "the pattern may also use {mode} and {epoch}."
+            )
+        self._unchecked_names = waiting
 
     def _export(self, epoch, logs):
         modes = ("auto",) if self.auto else [m.value for m in self.modes]
@@ -175,6 +221,37 @@ class TFLiteExport(keras.callbacks.Callback):
             **self.choice,
         )
         self.results = api.run(self.model, plan)
+
+
+def _check_template(argument, template, mode):
+    """Checks a file pattern's syntax and format specs with sample values;
+    returns the log names it uses, to check against the first logs."""
+    try:
+        fields = [
+            name
+            for _, name, _, _ in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as error:
+        raise ValueError(
+            f"`{argument}` {template!r} is not a valid pattern: {error}."
+        ) from None
+    names = {field.split(".")[0].split("[")[0] for field in fields}
+    if "" in names or any(name.isdigit() for name in names):
+        raise ValueError(
+            f"`{argument}` {template!r} has a positional field such as "
+            "{} or {0}: name it, e.g. {mode}, {epoch:02d} or {val_loss:.3f}."
+        )
+    log_names = names - {"mode", "epoch"}
+    try:
+        template.format(mode=mode, epoch=1, **dict.fromkeys(log_names, 0.5))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise ValueError(
+            f"`{argument}` {template!r} cannot be formatted with "
+            f"mode={mode!r}, epoch=1 and metric values: {e}. Use format "
+            "specs that fit them, e.g. {epoch:02d} or {val_loss:.3f}."
+        ) from None
+    return log_names
 
 
 def _improvement_test(monitor, monitor_mode):

@@ -75,9 +75,7 @@ class Recipe:
 
 RECIPES = {
     "int8": Recipe("static_wi8_ai8", float_fallback=True),
-    "int8_only": Recipe(
-        "static_wi8_ai8", integer_io=True, float_fallback=True
-    ),
+    "int8_only": Recipe("static_wi8_ai8", integer_io=True, float_fallback=True),
     "int16x8": Recipe("static_wi8_ai16"),
 }
 

@@ -13,9 +13,9 @@ from keras_quant.graph import trace as graph_lib
 from keras_quant.observation.layers import FakeQuant
 from keras_quant.observation.layers import NameScope
 from keras_quant.observation.layers import Split
-from keras_quant.observation.observed_model import find_observers
 from keras_quant.observation.observers import Observer
 from keras_quant.observation.qat import QuantizeWeights
+from keras_quant.observation.recording import find_observers
 
 
 def fake_quant_graph(model, bits=8, record=None):

@@ -154,4 +154,3 @@ def quantize_unused_outputs(tflite):
                     tensor.quantization = integer[0].quantization
                     repaired += 1
     return flatbuffer.write(model) if repaired else tflite
-

@@ -7,12 +7,15 @@ destination with the step its mode needs (`STEPS`) and, if asked, the
 report.
 """
 
+import dataclasses
+
 from keras_quant.errors import KerasQuantError
 from keras_quant.exporting import auto
 from keras_quant.exporting import report as report_lib
 from keras_quant.exporting import single
 from keras_quant.exporting.plan import plan_export
 from keras_quant.modes import AUTO
+from keras_quant.observation import recording
 
 # How a destination is written: "auto" chooses its mode, any other mode
 # is written as it is.
@@ -31,10 +34,20 @@ def run(model, plan, on_error=None):
     """
     shared = {}  # float32 size and float predictions, computed once
     results = []
+    recording.abandon_unfinished(model)
+    recording.warn_if_stale(model)
+    epochs = recording.epochs(model)
     for destination in plan.destinations:
         step = STEPS.get(destination.mode, single.export_mode)
         try:
-            results.append(step(model, destination, plan, shared))
+            result = step(model, destination, plan, shared)
+            results.append(
+                dataclasses.replace(
+                    result,
+                    ranges_epoch=epochs.ranges,
+                    weights_epoch=epochs.weights,
+                )
+            )
         except KerasQuantError as error:
             if on_error is None:
                 raise

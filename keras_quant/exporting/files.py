@@ -2,12 +2,29 @@
 
 Every file keras-quant writes goes through `write_atomically`: a
 temporary file in the destination's folder, flushed to disk, renamed over
-the destination only when complete. A failed export therefore never
-leaves a partial file and never replaces a good one.
+the destination only when complete, keeping the destination's permissions.
+A failed export therefore never leaves a partial file and never replaces a
+good one; a killed process leaves at most a hidden `.kq-*.tmp.<suffix>` file.
+
+Inside `staged()`, the renames wait for the end of the block: the files of
+one checkpoint (the `.keras`, its `.tflite` files, its `.quant.json`)
+appear together when every step succeeded, or none of them does. They are
+renamed in the order they were written, so the file written last (the
+`.quant.json`, which lists the others' SHA-256) is the commit record.
+
+>>> with staged():
+...     write_atomically(f"{tmp_dir}/a.bin", b"a")
+...     os.path.exists(f"{tmp_dir}/a.bin")
+False
+>>> open(f"{tmp_dir}/a.bin", "rb").read()
+b'a'
 """
 
 import contextlib
+import contextvars
+import hashlib
 import os
+import stat
 import tempfile
 
 import numpy as np
@@ -15,49 +32,177 @@ import numpy as np
 from keras_quant.errors import UnwritablePathError
 
 TFLITE_SUFFIX = ".tflite"
+TEMPORARY_PREFIX = ".kq-"
+
+# The renames waiting for the end of the innermost `staged()` block:
+# a list of (temporary path, destination).
+_STAGE = contextvars.ContextVar("keras_quant_stage", default=None)
 
 
-def check_filepath(filepath):
+def check_filepath(filepath, suffix=TFLITE_SUFFIX):
+    """`filepath` as a string, once it is known to be writable: before any
+    conversion, so a bad destination costs nothing.
+
+    Raises:
+        ValueError: the name does not end in `suffix`.
+        UnwritablePathError: the path is a folder, or its folder cannot be
+            created or written to.
+    """
     path = os.fspath(filepath)
-    if not path.endswith(TFLITE_SUFFIX):
+    if not path.endswith(suffix):
         raise ValueError(
-            f"Expected `filepath` to end in '{TFLITE_SUFFIX}'. "
+            f"Expected `filepath` to end in '{suffix}'. "
             f"Received: filepath={path!r}"
         )
-    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UnwritablePathError(
+            f"{path!r} is a folder. Name a file inside it, e.g. "
+            f"{os.path.join(path, 'model' + suffix)!r}."
+        )
+    check_folder(os.path.dirname(os.path.abspath(path)), "filepath")
+    return path
+
+
+def check_folder(folder, argument):
+    """Creates `folder` if needed and checks a file can be written in it.
+
+    Raises:
+        UnwritablePathError: naming `argument` and the reason.
+    """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UnwritablePathError(
+            f"`{argument}` needs a folder, but {folder!r} is a file. Choose "
+            f"a `{argument}` in a folder you can write to."
+        )
     try:
         os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kq-check-"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=TEMPORARY_PREFIX):
             pass
     except OSError as error:
         raise UnwritablePathError(
             f"Cannot write to folder {folder!r} ({error.strerror or error}). "
-            "Choose a `filepath` in a folder you can write to."
+            f"Choose a `{argument}` in a folder you can write to."
         ) from error
-    return path
+    return folder
 
 
 def write_atomically(filepath, data):
     """Writes `data` to `filepath` through a temporary file and a rename.
 
-    The file gets the permissions a plain `open(filepath, "wb")` would give
-    (0666 less the umask), not the private ones of a temporary file.
+    The file keeps the permissions of the file it replaces, or gets those
+    a plain `open(filepath, "wb")` would give (0666 less the umask), not
+    the private ones of a temporary file. Inside `staged()` the rename
+    waits for the end of the block.
     """
-    folder = os.path.dirname(os.path.abspath(filepath))
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=".kq-", suffix=".tmp"
-    )
+    temporary = temporary_path(filepath)
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with open(temporary, "wb") as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, filepath)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+        remove(temporary)
         raise
+    commit(temporary, filepath)
+
+
+def temporary_path(filepath):
+    """A new, empty temporary file beside `filepath`, with its suffix (Keras
+    requires `.keras`); its path. Pass it to `commit` once written."""
+    folder = os.path.dirname(os.path.abspath(filepath))
+    suffix = ".tmp" + os.path.splitext(os.fspath(filepath))[1]
+    handle, temporary = tempfile.mkstemp(
+        dir=folder, prefix=TEMPORARY_PREFIX, suffix=suffix
+    )
+    os.close(handle)
+    return temporary
+
+
+def commit(temporary, filepath):
+    """Makes a written temporary file `filepath`: flushed to disk, with the
+    destination's permissions, renamed now or, inside `staged()`, at the
+    end of the block. Removes the temporary file if that fails."""
+    try:
+        _sync(temporary)
+        os.chmod(temporary, _permissions(filepath))
+    except BaseException:
+        remove(temporary)
+        raise
+    stage = _STAGE.get()
+    if stage is None:
+        _rename(temporary, filepath)
+    else:
+        stage.append((temporary, os.fspath(filepath)))
+
+
+@contextlib.contextmanager
+def staged():
+    """Holds back the renames of the files written inside the block: all
+    of them happen, in order, when it ends normally; on an exception the
+    temporary files are removed and every destination is left as it was.
+    """
+    stage = []
+    token = _STAGE.set(stage)
+    try:
+        yield
+    except BaseException:
+        for temporary, _ in stage:
+            remove(temporary)
+        raise
+    finally:
+        _STAGE.reset(token)
+    for temporary, filepath in stage:  # back to back: a short window
+        os.replace(temporary, filepath)
+    for folder in {os.path.dirname(os.path.abspath(f)) for _, f in stage}:
+        _sync_folder(folder)
+
+
+def current_path(filepath):
+    """Where `filepath`'s bytes are now: its temporary file while a
+    `staged()` block holds it back, else `filepath`."""
+    for temporary, destination in reversed(_STAGE.get() or []):
+        if destination == os.fspath(filepath):
+            return temporary
+    return os.fspath(filepath)
+
+
+def sha256(path):
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _rename(temporary, filepath):
+    os.replace(temporary, filepath)
+    _sync_folder(os.path.dirname(os.path.abspath(filepath)))
+
+
+def _sync(path):
+    with open(path, "rb+") as stream:
+        os.fsync(stream.fileno())
+
+
+def _sync_folder(folder):
+    """Makes a rename durable (folders cannot be opened on Windows)."""
+    with contextlib.suppress(OSError):
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def _permissions(filepath):
+    with contextlib.suppress(FileNotFoundError):
+        return stat.S_IMODE(os.stat(filepath).st_mode)
+    return 0o666 & ~_umask()
+
+
+def remove(path):
+    """Removes a file if it exists."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _umask():

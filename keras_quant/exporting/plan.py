@@ -9,6 +9,7 @@ twice.
 """
 
 import dataclasses
+import os
 
 from keras_quant import modes as modes_lib
 from keras_quant.conversion import checks
@@ -85,7 +86,8 @@ def plan_export(
             outside a single `int8` export, `max_accuracy_drop` or `target`
             without `"auto"`, or `"auto"` without what it measures with.
         UnsupportedModelError: a model keras-quant cannot trace.
-        UnwritablePathError: a destination folder cannot be written.
+        UnwritablePathError: a destination is a folder, or its folder (or
+            `report_dir`) cannot be written.
 
     Example:
 
@@ -109,7 +111,9 @@ def plan_export(
         batch_size=batch_size,
         keep_float=_keep_float(model, modes, keep_float),
         choice=choice,
-        report_dir=report_dir,
+        report_dir=None
+        if report_dir is None
+        else files.check_folder(os.fspath(report_dir), "report_dir"),
     )
 
 

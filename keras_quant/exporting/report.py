@@ -37,10 +37,11 @@ import numpy as np
 from keras_quant import data as data_lib
 from keras_quant.conversion import tfmot_interop
 from keras_quant.errors import KerasQuantError
+from keras_quant.exporting import files
 from keras_quant.exporting.files import json_default
 from keras_quant.exporting.files import write_atomically
 from keras_quant.measurement import sensitivity as sensitivity_lib
-from keras_quant.observation.observed_model import find_observers
+from keras_quant.observation.recording import find_observers
 from keras_quant.runtime import litert
 
 # Small multiples per histogram figure, and columns of them.
@@ -153,7 +154,8 @@ def _mode_rows(results, selection, model):
         for name, value in (result.quantized_metrics or {}).items():
             row[name] = value
             row[f"float {name}"] = result.float_metrics[name]
-        row["latency_us"] = 1e6 * litert.latency(result.path, sample, runs=50)
+        written = files.current_path(result.path)  # staged in a checkpoint
+        row["latency_us"] = 1e6 * litert.latency(written, sample, runs=50)
         rows.append(row)
     return rows
 
@@ -254,6 +256,23 @@ def _cell(column, value):
 
 def _data_description(validation_data, results):
     """Which data the numbers were measured on, in words."""
+    return _measured_on(validation_data, results) + _ranges_age(results)
+
+
+def _ranges_age(results):
+    """When the ranges were collected, if training said so."""
+    result = results[0] if results else None
+    if result is None or result.ranges_epoch is None:
+        return ""
+    text = f" Ranges from epoch {result.ranges_epoch}"
+    if result.weights_epoch is not None:
+        text += f", weights from epoch {result.weights_epoch}"
+        if result.weights_epoch > result.ranges_epoch:
+            text += " (the ranges are older than the weights)"
+    return text + "."
+
+
+def _measured_on(validation_data, results):
     if validation_data is None:
         return "No validation data: sizes and latencies only."
     count = len(

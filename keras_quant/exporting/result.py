@@ -25,6 +25,9 @@ class ExportResult:
         selection: for `mode="auto"`, the `Selection`: every candidate
             tried with its measured size, accuracy and latency, and why
             the written one was chosen.
+        ranges_epoch, weights_epoch: the training epochs (1-based) the
+            ranges and the weights come from, when `RangeCalibration`
+            collected them during `fit`; else None.
     """
 
     path: str
@@ -39,6 +42,8 @@ class ExportResult:
     max_abs_output_diff: float = None
     keep_float: tuple = ()
     selection: object = None
+    ranges_epoch: int = None
+    weights_epoch: int = None
 
     def metric_drop(self, name):
         """`float - quantized` for a metric both were evaluated on."""

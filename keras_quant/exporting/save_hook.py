@@ -1,15 +1,21 @@
 """The export hook at save time: `.tflite` files beside a saved `.keras`.
 
-`ObservedModel.save` (and so `ModelCheckpoint`) calls the hook that this
+`ObservedModel.save` (and so `ModelCheckpoint`) calls the saver that this
 module registers with `observation.observed_model.on_save`: the
 observation stage knows nothing of exporting, so imports only go down.
+
+A checkpoint is written all or nothing (`files.staged`): the `.keras`, the
+`.tflite` files and the `.quant.json` go to temporary files, and are
+renamed over the previous checkpoint's only once all are complete, the
+`.quant.json` last. It lists every file's SHA-256, so a reader can tell a
+complete checkpoint (`checkpoint.is_complete`).
 """
 
-import json
 import os
 import warnings
 
 from keras_quant.exporting import api
+from keras_quant.exporting import checkpoint
 from keras_quant.exporting import files
 from keras_quant.exporting import report as report_lib
 from keras_quant.exporting.plan import plan_export
@@ -29,7 +35,7 @@ def export_beside(model, keras_path, modes, report=False):
     Returns:
         The list of `ExportResult`.
     """
-    stem = os.fspath(keras_path)[: -len(".keras")]
+    stem = os.fspath(keras_path)[: -len(checkpoint.KERAS_SUFFIX)]
     skipped = {}
 
     def skip(mode, error):
@@ -47,8 +53,6 @@ def export_beside(model, keras_path, modes, report=False):
         "exports": [r.to_dict() for r in results],
         "skipped": skipped,
     }
-    text = json.dumps(summary, indent=2, default=files.json_default)
-    files.write_atomically(f"{stem}.quant.json", text.encode())
     if report:
         report_lib.write_report(
             os.path.dirname(stem) or ".",
@@ -56,11 +60,29 @@ def export_beside(model, keras_path, modes, report=False):
             results,
             stem=f"{os.path.basename(stem)}.report",
         )
+    checkpoint.write_record(  # last: the commit record
+        keras_path, [keras_path] + [r.path for r in results], summary
+    )
     return results
 
 
-def _after_save(model, filepath):
-    export_beside(model, filepath, model.save_modes, report=model.save_report)
+def save_checkpoint(model, keras_path, save_keras):
+    """Saves `model` to `keras_path` with `save_keras(path)`, and its
+    `save_modes` beside it, all or nothing."""
+    keras_path = os.fspath(keras_path)
+    files.check_filepath(keras_path, checkpoint.KERAS_SUFFIX)
+    with files.staged():
+        temporary = files.temporary_path(keras_path)
+        try:
+            save_keras(temporary)
+        except BaseException:
+            files.remove(temporary)
+            raise
+        files.commit(temporary, keras_path)
+        if model.save_modes:
+            export_beside(
+                model, keras_path, model.save_modes, report=model.save_report
+            )
 
 
-observed_model.on_save(_after_save)
+observed_model.on_save(save_checkpoint)

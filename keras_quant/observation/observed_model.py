@@ -10,36 +10,39 @@ it trains the original model, which stays an ordinary Keras model.
 `keras.callbacks.ModelCheckpoint` export as they save.
 """
 
-import contextlib
+import os
 import re
 
 import keras
 import numpy as np
 
 from keras_quant import modes as modes_lib
-from keras_quant._compat import keras_internals
 from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.graph import placement
 from keras_quant.graph import trace as graph_lib
+from keras_quant.observation import recording
 from keras_quant.observation.layers import Split
-from keras_quant.observation.observers import RECORD_INFERENCE
-from keras_quant.observation.observers import RECORD_OFF
 from keras_quant.observation.observers import Observer
 from keras_quant.observation.observers import read
 from keras_quant.observation.ranges import check_estimator
+from keras_quant.observation.recording import find_observers
+from keras_quant.observation.recording import observers_paused  # noqa: F401
+from keras_quant.observation.recording import reset_ranges  # noqa: F401
+from keras_quant.observation.recording import set_recording  # noqa: F401
 
-# Called as `hook(model, filepath)` after an `ObservedModel` saved a
-# `.keras` file: `keras_quant.exporting.save_hook` registers the export.
-_SAVE_HOOKS = []
+# `saver(model, filepath, save_keras)` writes an `ObservedModel`'s `.keras`
+# file (by calling `save_keras(path)`) and whatever goes with it:
+# `keras_quant.exporting.save_hook` registers one that writes the file
+# atomically, with the `.tflite` exports, all or nothing.
+_SAVER = []
 
 
-def on_save(hook):
-    """Registers `hook(model, filepath)`, called after each `.keras` save
-    of an `ObservedModel` that has `save_modes`."""
-    if hook not in _SAVE_HOOKS:
-        _SAVE_HOOKS.append(hook)
-    return hook
+def on_save(saver):
+    """Registers `saver(model, filepath, save_keras)`, which performs each
+    `.keras` save of an `ObservedModel`."""
+    _SAVER[:] = [saver]
+    return saver
 
 
 @keras.saving.register_keras_serializable(package="keras_quant")
@@ -67,19 +70,38 @@ class ObservedModel(keras.Model):
         """Saves the `.keras` file, then exports each of `save_modes`.
 
         The files are `<stem>_<mode>.tflite` and a `<stem>.quant.json`
-        report beside `filepath`. A mode that needs ranges the model has not
-        collected yet is skipped with a warning, so that a checkpoint saved
-        before the first validation run still saves.
+        report beside `filepath`. All are written to temporary files first
+        and appear together once every step succeeded; a failure or a kill
+        leaves the previous checkpoint's files as they were. A mode that
+        needs ranges the model has not collected yet is skipped with a
+        warning, so that a checkpoint saved before the first validation
+        run still saves.
         """
-        super().save(filepath, overwrite=overwrite, **kwargs)
-        if self.save_modes and str(filepath).endswith(".keras"):
-            for hook in _SAVE_HOOKS:
-                hook(self, filepath)
+
+        def save_keras(path):
+            keras.Model.save(self, path, overwrite=True, **kwargs)
+
+        asks_first = not overwrite and os.path.exists(filepath)
+        if asks_first or not _SAVER or not str(filepath).endswith(".keras"):
+            super().save(filepath, overwrite=overwrite, **kwargs)
+        else:
+            _SAVER[0](self, filepath, save_keras)
+
+    def predict(self, *args, **kwargs):
+        recording.abandon_unfinished(self)
+        return super().predict(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        recording.abandon_unfinished(self)
+        return super().evaluate(*args, **kwargs)
 
     def get_config(self):
         config = super().get_config()
         config["save_modes"] = list(self.save_modes)
         config["save_report"] = self.save_report
+        epochs = recording.epochs(self)
+        config["ranges_epoch"] = epochs.ranges
+        config["weights_epoch"] = epochs.weights
         return config
 
     @classmethod
@@ -87,9 +109,12 @@ class ObservedModel(keras.Model):
         config = dict(config)
         save_modes = config.pop("save_modes", ("int8",))
         save_report = config.pop("save_report", False)
+        ranges_epoch = config.pop("ranges_epoch", None)
+        weights_epoch = config.pop("weights_epoch", None)
         model = super().from_config(config, custom_objects=custom_objects)
         model.save_modes = tuple(save_modes)
         model.save_report = bool(save_report)
+        recording.restore_epochs(model, ranges_epoch, weights_epoch)
         return model
 
 
@@ -315,59 +340,3 @@ def replay_sample(model):
         samples.append(sample)
     count = min(len(s) for s in samples)
     return [s[:count] for s in samples]
-
-
-def find_observers(model):
-    """The `Observer` layers of a model (nested models included)."""
-    found = []
-    for layer in keras_internals.sublayers(model):
-        if isinstance(layer, Observer):
-            found.append(layer)
-    return found
-
-
-@contextlib.contextmanager
-def observers_paused(model):
-    """Stops every observer of `model` from recording inside the block.
-
-    Only the run-time mask changes, so no step function is retraced.
-    """
-    observers = find_observers(model)
-    masks = [read(observer.record_mask) for observer in observers]
-    for observer in observers:
-        observer.record_mask.assign(RECORD_OFF)
-    try:
-        yield
-    finally:
-        for observer, mask in zip(observers, masks):
-            observer.record_mask.assign(mask)
-
-
-def reset_ranges(model):
-    """Forgets the collected ranges; inference calls record again."""
-    for observer in find_observers(model):
-        observer.reset()
-    set_recording(model, RECORD_INFERENCE)
-
-
-def set_recording(model, mask):
-    """Sets when the observers of `model` record (a `RECORD_*` bit set).
-
-    Step functions traced for another mask are rebuilt, so that steps which
-    never record carry no observer op at all (that is what keeps the cost
-    of observers out of training steps).
-    """
-    observers = find_observers(model)
-    changed = any(o.traced_mask != mask for o in observers)
-    for observer in observers:
-        observer.set_record_mask(mask)
-    if changed:
-        _rebuild_step_functions(model)
-
-
-def _rebuild_step_functions(model):
-    # Rebuilt in place: `fit`, `evaluate` and `predict` keep calling the
-    # attribute after their callbacks' `on_*_begin` ran.
-    for kind in ("train", "test", "predict"):
-        if getattr(model, f"{kind}_function", None) is not None:
-            getattr(model, f"make_{kind}_function")(force=True)

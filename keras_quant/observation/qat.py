@@ -40,12 +40,12 @@ from keras_quant.graph import decomposition
 from keras_quant.graph import trace as graph_lib
 from keras_quant.observation.layers import Split
 from keras_quant.observation.observed_model import ObservedModel
-from keras_quant.observation.observed_model import find_observers
 from keras_quant.observation.observed_model import observe
-from keras_quant.observation.observed_model import set_recording
 from keras_quant.observation.observers import RECORD_TRAINING
 from keras_quant.observation.observers import Observer
 from keras_quant.observation.observers import read
+from keras_quant.observation.recording import find_observers
+from keras_quant.observation.recording import set_recording
 
 # Layer type -> (kernel attribute, output-channel axes) for each kernel.
 # Depthwise kernels (h, w, in, multiplier) are per (in, multiplier) pair.
