@@ -62,13 +62,42 @@ def python_only():
     os.dup2(discard, 2)
     os.close(discard)
     original = sys.stderr
-    sys.stderr = os.fdopen(
-        os.dup(saved), "w", buffering=1, errors="backslashreplace"
-    )
+    forwarding = _Forwarding(os.dup(saved))
+    sys.stderr = forwarding
     try:
         yield
     finally:
-        sys.stderr.flush()
-        sys.stderr.close()
+        forwarding.close_own()
         sys.stderr = original
         _restore(saved)
+
+
+class _Forwarding:
+    """`sys.stderr` inside `python_only`: writes to the original stderr
+    descriptor while the block runs and, once it ended, to whatever
+    `sys.stderr` is then. A logging handler created inside the block (it
+    keeps the `sys.stderr` of that moment) so never writes to a closed
+    file."""
+
+    def __init__(self, descriptor):
+        self._own = os.fdopen(
+            descriptor, "w", buffering=1, errors="backslashreplace"
+        )
+
+    def close_own(self):
+        self._own.flush()
+        self._own.close()
+
+    def _target(self):
+        if not self._own.closed:
+            return self._own
+        return sys.stderr if sys.stderr is not self else sys.__stderr__
+
+    def write(self, text):
+        return self._target().write(text)
+
+    def flush(self):
+        self._target().flush()
+
+    def __getattr__(self, name):  # fileno, isatty, encoding, ...
+        return getattr(self._target(), name)

@@ -262,3 +262,330 @@ def test_report_command_writes_the_report(files):
     assert [row["mode"] for row in content["modes"]] == ["int8", "float16"]
     assert (out / "observed_int8.tflite").exists()
     assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+# --- Every failure is one line, never a traceback -----------------------
+
+
+def run_captured(capsys, *argv):
+    """`keras-quant argv` in this process: (exit code, stdout, stderr)."""
+    code = run(*argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_error_line(err, message):
+    assert err.count("\n") == 1 and err.startswith("keras-quant: error: ")
+    assert message in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def int8_tflite(files):
+    """The observed model exported to int8 once."""
+    path = files / "fixture_int8.tflite"
+    keras_quant.export(keras.saving.load_model(files / "observed.keras"), path)
+    return path
+
+
+def rewritten(source, destination, change):
+    """`source` .tflite with `change(model)` applied, written to
+    `destination`."""
+    model = flatbuffer_utils.read_model(str(source))
+    change(model)
+    flatbuffer_utils.write_model(model, str(destination))
+    return destination
+
+
+def two_input_channels(model):
+    """Makes the model's input (8, 8, 2): the convolution, which takes one
+    channel, cannot be prepared, so LiteRT refuses to allocate."""
+    subgraph = model.subgraphs[0]
+    tensor = subgraph.tensors[subgraph.inputs[0]]
+    tensor.shape = np.array([1, 8, 8, 2], np.int32)
+    tensor.shapeSignature = np.array([-1, 8, 8, 2], np.int32)
+
+
+def max_pool_read_as_split(model):
+    """One opcode changed, MAX_POOL_2D to SPLIT: the flatbuffer stays
+    valid, but SPLIT reads a second input the op does not have, and
+    LiteRT's allocation crashes with SIGSEGV."""
+    from ai_edge_litert.schema_py_generated import BuiltinOperator
+
+    for code in model.operatorCodes:
+        if code.builtinCode == BuiltinOperator.MAX_POOL_2D:
+            code.builtinCode = BuiltinOperator.SPLIT
+            code.deprecatedBuiltinCode = BuiltinOperator.SPLIT
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-o", "{folder}/o{{0}}.tflite"], "only name it may hold in braces"),
+        (["-o", "{folder}/o{{x}}.tflite"], "only name it may hold in braces"),
+        (["-o", "{folder}"], "is a folder; name a .tflite file in it"),
+        (["--report-dir", "{folder}/float.keras"], "is a file; name a folder"),
+        (["--report-dir", "/proc/keras-quant-report"], "cannot create"),
+    ],
+)
+def test_unusable_destinations_are_one_line_and_exit_2(
+    files, capsys, argv, message
+):
+    argv = [a.format(folder=files) for a in argv]
+    if "-o" not in argv:
+        argv += ["-o", str(files / "destination.tflite")]
+    code, _, err = run_captured(
+        capsys, "export", files / "observed.keras", "-m", "int8", *argv
+    )
+    assert code == 2
+    assert_one_error_line(err, message)
+
+
+def test_report_into_a_read_only_folder_is_one_line_and_exit_2(files, capsys):
+    code, _, err = run_captured(
+        capsys,
+        "report",
+        files / "observed.keras",
+        "--data",
+        files / "val.npz",
+        "-o",
+        "/proc/keras-quant-report",
+    )
+    assert code == 2
+    assert_one_error_line(err, "--output /proc/keras-quant-report")
+
+
+def test_inspect_fails_a_tflite_litert_cannot_allocate(
+    files, int8_tflite, capsys
+):
+    path = rewritten(
+        int8_tflite, files / "two_channels.tflite", two_input_channels
+    )
+    code, out, err = run_captured(capsys, "inspect", path)
+    assert code == 1
+    assert "LiteRT allocation: FAILED: " in out
+    assert_one_error_line(err, f"LiteRT cannot allocate {path}: ")
+    assert "failed to prepare" in err  # LiteRT's reason
+    code, out, _ = run_captured(capsys, "inspect", path, "--json")
+    assert (
+        code == 1 and "failed to prepare" in json.loads(out)["allocation_error"]
+    )
+
+
+def test_inspect_survives_a_tflite_that_crashes_litert(files, int8_tflite):
+    """In a fresh process: before the fix, LiteRT's crash killed it."""
+    path = rewritten(
+        int8_tflite, files / "split.tflite", max_pool_read_as_split
+    )
+    code, out, err = script("inspect", path)
+    assert code == 1
+    assert "LiteRT allocation: FAILED" in out
+    assert_one_error_line(err, "killed by SIGSEGV")
+
+
+def test_compare_refuses_a_tflite_litert_cannot_allocate(
+    files, int8_tflite, capsys
+):
+    path = rewritten(
+        int8_tflite, files / "two_channels.tflite", two_input_channels
+    )
+    code, _, err = run_captured(
+        capsys,
+        "compare",
+        files / "float.keras",
+        path,
+        "--data",
+        files / "test.npz",
+    )
+    assert code == 1
+    assert_one_error_line(err, f"LiteRT cannot run {path}: ")
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (
+            {"x": np.zeros((0, 8, 8, 1), "float32"), "y": np.zeros(0)},
+            "is empty",
+        ),
+        ({"x": np.float32(1), "y": np.int32(1)}, "is a single value"),
+        (
+            {"x": np.zeros((3, 8, 8, 1)), "y": np.float32(1)},
+            "is a single value",
+        ),
+        ({"x": np.array(["a", "b"]), "y": np.zeros(2)}, "expected numbers"),
+        (
+            {"x": np.zeros((3, 8, 8, 1)), "y": np.zeros(2)},
+            "3 samples and 'y' 2",
+        ),
+        ({"x": np.zeros((3, 4, 4, 1)), "y": np.zeros(3)}, "the model takes"),
+    ],
+)
+def test_unusable_data_arrays_are_one_line_and_exit_2(
+    files, int8_tflite, capsys, arrays, message
+):
+    data = files / "unusable.npz"
+    np.savez(data, **arrays)
+    code, _, err = run_captured(
+        capsys, "compare", files / "float.keras", int8_tflite, "--data", data
+    )
+    assert code == 2
+    assert_one_error_line(err, message)
+
+
+def test_pickled_object_arrays_are_refused(files, int8_tflite, capsys):
+    data = files / "pickled.npz"
+    np.savez(data, x=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
+    code, _, err = run_captured(
+        capsys, "compare", files / "float.keras", int8_tflite, "--data", data
+    )
+    assert code == 2
+    assert_one_error_line(err, "allow_pickle=False")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare", "m.keras", "m.tflite", "--data", "d.npz", "--max-drop", v]
+        for v in ("nan", "inf", "-1", "lots")
+    ]
+    + [
+        ["export", "m.keras", "--max-accuracy-drop", "nan"],
+        ["export", "m.keras", "--samples", "0"],
+        ["export", "m.keras", "--samples", "1.5"],
+        ["report", "m.keras", "--data", "d.npz", "--image-scale", "0"],
+        ["report", "m.keras", "--data", "d.npz", "--image-scale", "inf"],
+    ],
+)
+def test_numbers_are_checked_as_they_are_parsed(capsys, argv):
+    code, _, err = run_captured(capsys, *argv)
+    assert code == 2
+    assert f"{argv[-2]}: {argv[-1]!r}: expected a" in err.replace("/", " ")
+    assert "Traceback" not in err
+
+
+def test_broken_stdout_pipe_exits_quietly(int8_tflite):
+    """`keras-quant inspect m.tflite --json | head -1`: the reader has gone
+    before the output is written."""
+    command = os.path.join(os.path.dirname(sys.executable), "keras-quant")
+    process = subprocess.Popen(
+        [command, "inspect", str(int8_tflite), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 1
+    assert err == ""
+
+
+def test_broken_stdout_in_process(int8_tflite, monkeypatch):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            raise OSError("no file descriptor")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert run("inspect", int8_tflite) == 1
+
+
+def test_ctrl_c_while_starting_up_is_one_line_and_exit_130(monkeypatch, capsys):
+    class InterruptedImport:
+        """Ctrl-C while the command's modules (Keras, TF) are imported."""
+
+        def find_spec(self, name, path=None, target=None):
+            if name == "keras_quant.cli.commands":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "keras_quant.cli.commands")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    code, out, err = run_captured(capsys, "inspect", "m.tflite")
+    assert code == 130
+    assert err == "keras-quant: interrupted\n" and out == ""
+
+
+def test_unexpected_error_is_one_line_and_its_traceback_with_verbose(
+    monkeypatch, capsys
+):
+    from keras_quant.cli import commands
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(commands.COMMANDS, "inspect", broken)
+    code, _, err = run_captured(capsys, "inspect", "m.tflite")
+    assert code == 1
+    assert_one_error_line(err, "unexpected RuntimeError: a bug")
+    code, _, err = run_captured(capsys, "--verbose", "inspect", "m.tflite")
+    assert code == 1
+    assert err.startswith("Traceback") and "RuntimeError: a bug" in err
+    assert err.splitlines()[-1].startswith("keras-quant: error: unexpected")
+
+
+# --- compare: output figures, and a gate that never passes silently ------
+
+
+@pytest.fixture(scope="module")
+def uncompiled(files, digits):
+    """A .keras model compiled with no loss or metric, its float32 .tflite,
+    and the .tflite of the same layers with other weights."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    model.save(files / "uncompiled.keras")
+    keras_quant.export(model, files / "uncompiled.tflite", "float32")
+    other = keras.models.clone_model(model)
+    keras_quant.export(other, files / "other_weights.tflite", "float32")
+    return files
+
+
+def test_compare_prints_output_figures_and_gates_outputs_without_metrics(
+    uncompiled, capsys
+):
+    argv = ["compare", uncompiled / "uncompiled.keras"]
+    data = ["--data", uncompiled / "test.npz"]
+    code, out, _ = run_captured(
+        capsys, *argv, uncompiled / "uncompiled.tflite", *data, "--max-drop", 1
+    )
+    assert code == 0
+    assert "metrics: none" in out
+    assert "mean |float - tflite| output: " in out
+    assert "output SQNR: " in out and " dB" in out
+    assert "output drop: +0.000 % of the float output range" in out
+    code, out, err = run_captured(
+        capsys,
+        *argv,
+        uncompiled / "other_weights.tflite",
+        *data,
+        "--max-drop",
+        1,
+    )
+    assert code == 1
+    sqnr = float(out.split("output SQNR: ")[1].split(" dB")[0])
+    assert sqnr < 10
+    assert_one_error_line(err, "more than --max-drop 1")
+    assert "output dropped" in err
+
+
+def test_compare_gate_that_cannot_be_evaluated_fails(uncompiled, capsys):
+    x = np.full((4, 8, 8, 1), np.nan, "float32")
+    np.savez(uncompiled / "nan.npz", x=x, y=np.zeros(4, "int32"))
+    code, out, err = run_captured(
+        capsys,
+        "compare",
+        uncompiled / "uncompiled.keras",
+        uncompiled / "uncompiled.tflite",
+        "--data",
+        uncompiled / "nan.npz",
+        "--max-drop",
+        5,
+    )
+    assert code == 1
+    assert "output SQNR: nan dB" in out
+    assert_one_error_line(err, "--max-drop cannot be evaluated")

@@ -2,13 +2,13 @@
 and prints what it found. `COMMANDS` maps a command's name to its run."""
 
 import json
+import math
 import os
 
 from keras_quant import _registration
 from keras_quant.cli import inputs
 from keras_quant.cli import text
 from keras_quant.cli.outcomes import CheckFailed
-from keras_quant.text import table
 
 
 def run_export(args):
@@ -16,15 +16,20 @@ def run_export(args):
     float conversion and predictions are shared, then one report."""
     from keras_quant.exporting import api
 
-    model = inputs.prepared_model(
-        args, needs_ranges=inputs.needs_ranges(args.modes)
-    )
+    paths = {mode: text.output_path(args, mode) for mode in args.modes}
     validation = None
     if args.validation_data:
         validation = inputs.read_labelled(args.validation_data)
+    if args.report_dir:
+        inputs.output_folder(args.report_dir, "--report-dir")
+    model = inputs.prepared_model(
+        args, needs_ranges=inputs.needs_ranges(args.modes)
+    )
+    if validation:
+        inputs.check_fits_model(validation[0], model, args.validation_data)
     plan = api.plan_export(
         model,
-        {mode: text.output_path(args, mode) for mode in args.modes},
+        paths,
         io_dtype=args.io_dtype,
         validation_data=validation,
         max_accuracy_drop=args.max_accuracy_drop,
@@ -42,50 +47,106 @@ def run_export(args):
 
 
 def run_inspect(args):
+    """`keras-quant inspect`: what the `.tflite` holds, checked against the
+    quantization spec and by allocating it in LiteRT."""
     from keras_quant.runtime import inspection
 
     path = inputs.existing(args.tflite, ".tflite")
     summary, violations = inputs.read_tflite(path, inspection)
-    if args.json:
-        print(
-            json.dumps(text.summary_dict(path, summary, violations), indent=2)
-        )
-    else:
-        print(text.summary_text(path, summary, violations))
+    allocation_error = inputs.litert_problem(path)
+    show = text.summary_dict if args.json else text.summary_text
+    shown = show(path, summary, violations, allocation_error)
+    print(json.dumps(shown, indent=2) if args.json else shown)
+    failures = []
     if violations:
-        raise CheckFailed(
+        failures.append(
             f"{len(violations)} departure(s) from the TFLite quantization "
             "spec (listed above)"
         )
+    if allocation_error:
+        failures.append(f"LiteRT cannot allocate {path}: {allocation_error}")
+    if failures:
+        raise CheckFailed("; ".join(failures))
 
 
 def run_compare(args):
-    from keras_quant.exporting import auto as selection
-    from keras_quant.measurement import evaluation
-
-    model = inputs.load_model(args.model)
+    """`keras-quant compare`: the float model and the `.tflite` on the same
+    data, their metrics and how far their outputs are apart, then the
+    `--max-drop` gate."""
     tflite = inputs.existing(args.tflite, ".tflite")
     inputs.check_tflite_header(tflite)
     x, y = inputs.read_labelled(args.data)
-    found = evaluation.compare(model, tflite, (x, y))
-    names = list(found.float_metrics)
-    rows = [("metric", "float", "tflite", "difference")]
-    for name in names:
-        f, q = found.float_metrics[name], found.quantized_metrics[name]
-        rows.append((name, f"{f:.6g}", f"{q:.6g}", f"{q - f:+.6g}"))
-    print(table(rows))
-    print(f"samples: {found.samples}")
-    print(f"largest |float - tflite| output: {found.max_abs_output_diff:.6g}")
-    if args.max_drop is None or not names:
-        return
-    budget = selection.budget_for(model, found.float_metrics, args.max_drop)
-    drop = budget.drop(found.quantized_metrics[budget.metric])
-    print(f"{budget.metric} drop: {drop:+.3f} {budget.unit}")
-    if drop > args.max_drop:
+    model = inputs.load_model(args.model)
+    inputs.check_fits_model(x, model, args.data)
+    problem = inputs.litert_problem(tflite, invoke=True)
+    if problem:
+        raise CheckFailed(f"LiteRT cannot run {tflite}: {problem}")
+    found = _compared(model, tflite, (x, y), args.verbose)
+    print(text.comparison_text(found))
+    if args.max_drop is not None:
+        _gate(model, found, args.max_drop)
+
+
+def _compared(model, tflite, data, verbose):
+    from keras_quant.measurement import evaluation
+
+    try:
+        with inputs.litert_lines_hidden(verbose):
+            return evaluation.compare(model, tflite, data)
+    except RuntimeError as error:  # LiteRT: resizing, allocating, invoking
         raise CheckFailed(
-            f"{budget.metric} dropped {drop:.3f} {budget.unit}, more than "
-            f"--max-drop {args.max_drop}"
+            f"LiteRT cannot run {tflite}: {inputs.one_line(error)}"
+        ) from error
+
+
+def _gate(model, found, max_drop):
+    """`--max-drop`: the first compiled metric's drop, or, for a model
+    compiled with no loss or metric, the outputs' (see `output_drop`).
+    A gate that cannot be evaluated (a NaN drop or output figure) fails."""
+    measure = metric_drop if found.float_metrics else output_drop
+    label, drop, unit = measure(model, found)
+    print(f"{label} drop: {drop:+.3f} {unit}")
+    undefined = _undefined_figures(found, f"the {label} drop", drop)
+    if undefined:
+        raise CheckFailed(
+            f"--max-drop cannot be evaluated: {', '.join(undefined)} NaN "
+            "(the data or a model gives NaN or infinite values, or the float "
+            "loss is 0); check the data and both models"
         )
+    if drop > max_drop:
+        raise CheckFailed(
+            f"{label} dropped {drop:.3f} {unit}, more than --max-drop "
+            f"{max_drop:g}"
+        )
+
+
+def _undefined_figures(found, drop_label, drop):
+    """Names of the figures the gate rests on that are NaN."""
+    from keras_quant.measurement.evaluation import OUTPUT_FIGURES
+
+    figures = {drop_label: drop}
+    figures.update({name: getattr(found, name) for name in OUTPUT_FIGURES})
+    return [name for name, value in figures.items() if math.isnan(value)]
+
+
+def metric_drop(model, found):
+    """`(metric, drop, unit)` of the first compiled metric (else the loss):
+    points for a metric that grows, percent for one that shrinks."""
+    from keras_quant.exporting import auto as selection
+
+    budget = selection.budget_for(model, found.float_metrics, 0)
+    try:
+        drop = budget.drop(found.quantized_metrics[budget.metric])
+    except ZeroDivisionError:  # percent of a float loss of 0
+        drop = math.nan
+    return budget.metric, drop, budget.unit
+
+
+def output_drop(model, found):
+    """`("output", drop, unit)` for a model compiled with no loss or
+    metric: the largest |float - tflite| output difference in percent of
+    that output's float range (max - min), the worst output."""
+    return "output", found.output_error_percent, "% of the float output range"
 
 
 def run_report(args):
@@ -93,10 +154,12 @@ def run_report(args):
     report comparing them."""
     from keras_quant.exporting import api
 
+    data = inputs.read_labelled(args.data)
+    inputs.output_folder(args.output, "--output")
     model = inputs.prepared_model(
         args, needs_ranges=inputs.needs_ranges(args.modes)
     )
-    data = inputs.read_labelled(args.data)
+    inputs.check_fits_model(data[0], model, args.data)
     stem = text.stem(args.model)
     plan = api.plan_export(
         model,

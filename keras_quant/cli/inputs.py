@@ -1,6 +1,9 @@
 """What the command line reads: `.keras` models, `.npz` arrays, folders of
-images, and `.tflite` files, each checked with a one-line error."""
+images, and `.tflite` files, each checked with a one-line error; and the
+folders it writes, checked before any work."""
 
+import contextlib
+import io
 import os
 import sys
 import zipfile
@@ -13,6 +16,22 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 CHUNK = 256
+
+# What an array of samples must be, and what to say if it is not.
+SAMPLE_CHECKS = (
+    (
+        lambda array: array.ndim >= 1,
+        "is a single value (a 0-d array); expected one entry per sample",
+    ),
+    (
+        lambda array: array.size > 0,
+        "is empty (shape {shape}); expected at least one sample",
+    ),
+    (
+        lambda array: array.dtype.kind in "biuf",
+        "holds {dtype} values; expected numbers (bool, int or float)",
+    ),
+)
 
 
 def needs_ranges(modes):
@@ -53,6 +72,12 @@ def calibrate(model, x):
     progress.done()
 
 
+def one_line(error, limit=300):
+    """`error`'s message as one line of at most `limit` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:limit]
+
+
 def load_model(path):
     path = existing(path, ".keras")
     if not zipfile.is_zipfile(path):
@@ -66,8 +91,7 @@ def load_model(path):
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # noqa: BLE001  one line for any cause
-        reason = str(error).strip().splitlines()[0][:300]
-        raise UsageError(f"cannot load {path}: {reason}") from error
+        raise UsageError(f"cannot load {path}: {one_line(error)}") from error
 
 
 def existing(path, suffix):
@@ -92,22 +116,47 @@ def read_tflite(path, inspection):
     try:
         return inspection.summarize(path), inspection.spec_violations(path)
     except Exception as error:  # noqa: BLE001  a corrupt file, any cause
-        reason = str(error).strip().splitlines()[0][:300]
-        raise UsageError(f"cannot read {path}: {reason}") from error
+        raise UsageError(f"cannot read {path}: {one_line(error)}") from error
+
+
+def litert_lines_hidden(verbose):
+    """A block in which what is printed to `sys.stderr` is dropped, unless
+    `verbose`: LiteRT's log lines, re-printed when a call fails."""
+    if verbose:
+        return contextlib.nullcontext()
+    return contextlib.redirect_stderr(io.StringIO())
 
 
 def read_arrays(path):
+    """`{name: array}` of an `.npz` file; object arrays are refused (they
+    would be unpickled, running code from the file)."""
     if not path.endswith(".npz"):
         raise UsageError(f"{path}: expected an .npz file or a folder of images")
     existing(path, ".npz")
     try:
-        with np.load(path) as stored:
-            return {name: stored[name] for name in stored.files}
+        stored = np.load(path, allow_pickle=False)
     except Exception as error:  # noqa: BLE001  a corrupt file, any cause
-        raise UsageError(f"cannot read {path}: {error}") from error
+        raise UsageError(f"cannot read {path}: {one_line(error)}") from error
+    if not isinstance(stored, np.lib.npyio.NpzFile):
+        raise UsageError(
+            f"{path} holds a single array, not named arrays; save it with "
+            "np.savez(path, x=x, y=y)"
+        )
+    with stored:
+        return {name: _member(path, stored, name) for name in stored.files}
+
+
+def _member(path, stored, name):
+    try:
+        return stored[name]
+    except Exception as error:  # noqa: BLE001  a corrupt member, any cause
+        raise UsageError(
+            f"cannot read array {name!r} of {path}: {one_line(error)}"
+        ) from error
 
 
 def read_labelled(path):
+    """The checked `(x, y)` arrays of an `.npz` file."""
     arrays = read_arrays(path)
     missing = [name for name in ("x", "y") if name not in arrays]
     if missing:
@@ -115,7 +164,64 @@ def read_labelled(path):
             f"{path} has arrays {sorted(arrays)}; expected 'x' (inputs) and "
             f"'y' (labels). Save it with np.savez(path, x=x, y=y)"
         )
-    return arrays["x"], arrays["y"]
+    x = checked_samples(arrays["x"], f"{path}: 'x'")
+    y = checked_samples(arrays["y"], f"{path}: 'y'")
+    if len(x) != len(y):
+        raise UsageError(
+            f"{path}: 'x' has {len(x)} samples and 'y' {len(y)} labels; "
+            "they must match"
+        )
+    return x, y
+
+
+def checked_samples(array, where):
+    """`array`, once it is known to hold samples (`SAMPLE_CHECKS`)."""
+    for holds, problem in SAMPLE_CHECKS:
+        if not holds(array):
+            problem = problem.format(shape=array.shape, dtype=array.dtype)
+            raise UsageError(f"{where} {problem}")
+    return array
+
+
+def check_fits_model(x, model, where):
+    """Raises if the samples `x` cannot be fed to `model`'s one input."""
+    if len(model.inputs) != 1:
+        raise UsageError(
+            f"the model takes {len(model.inputs)} inputs; the command line "
+            "feeds one array 'x'. Use keras_quant's Python API"
+        )
+    expected = tuple(model.inputs[0].shape[1:])
+    found = tuple(x.shape[1:])
+    fits = len(found) == len(expected) and all(
+        size is None or size == got for size, got in zip(expected, found)
+    )
+    if not fits:
+        raise UsageError(
+            f"{where} has samples of shape {found}; the model takes {expected}"
+        )
+
+
+def output_folder(path, option):
+    """`path`, a folder the command will write in: created if missing,
+    checked before any work so a bad one costs nothing."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(
+            f"{option} {path} is a file; name a folder (it is created if "
+            "missing)"
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"{option} {path}: cannot create the folder "
+            f"({error.strerror or error}); choose one you can write to"
+        ) from error
+    if not os.access(path, os.W_OK):
+        raise UsageError(
+            f"{option} {path}: the folder is read-only; choose one you can "
+            "write to"
+        )
+    return path
 
 
 def calibration_inputs(args, model):
@@ -132,12 +238,8 @@ def calibration_inputs(args, model):
             raise UsageError(
                 f"{path} has arrays {sorted(arrays)}; name the inputs 'x'"
             )
-    expected = tuple(model.inputs[0].shape[1:])
-    if tuple(x.shape[1:]) != expected:
-        raise UsageError(
-            f"calibration data has samples of shape {tuple(x.shape[1:])}; "
-            f"the model takes {expected}"
-        )
+    x = checked_samples(x, f"calibration data {path}")
+    check_fits_model(x, model, f"calibration data {path}")
     return x[: args.samples].astype(model.inputs[0].dtype)
 
 
@@ -213,3 +315,18 @@ class Progress:
 def progress_line(message):
     if sys.stderr.isatty():
         print(message, file=sys.stderr)
+
+
+def litert_problem(path, invoke=False):
+    """Why LiteRT cannot allocate (or, with `invoke`, run) the `.tflite` at
+    `path`, tried in a child process so that a corrupt file that crashes
+    LiteRT is a failed check, not a dead command (about 0.2 s); None if it
+    can."""
+    from keras_quant.conversion import isolation
+    from keras_quant.errors import ExportError
+    from keras_quant.runtime import litert
+
+    try:
+        return isolation.run_isolated(litert.problem, os.fspath(path), invoke)
+    except ExportError as crash:
+        return f"the file is corrupt: LiteRT crashed on it. {crash}"

@@ -3,9 +3,13 @@
 It imports neither Keras nor TensorFlow, so `keras-quant --help` and an
 argument error answer at once; the choices it offers are the library's
 own tables (`modes.MODES`, `modes.TARGETS`, `ranges.ESTIMATORS`).
+Numbers are checked as they are parsed (`NUMBERS`): NaN, infinity and
+values out of range are argument errors (exit code 2), never a budget
+that lets everything pass.
 """
 
 import argparse
+import math
 
 from keras_quant.modes import AUTO
 from keras_quant.modes import IO_DTYPES
@@ -16,13 +20,38 @@ from keras_quant.observation.ranges import ESTIMATORS
 MODE_NAMES = [mode.value for mode in Mode] + [AUTO]
 
 
+def _number(kind, accepts, expected):
+    """An argparse `type`: text to a finite `kind` that `accepts`."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not accepts(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+        return value
+
+    return parse
+
+
+# The kinds of number the options take, each checked as it is parsed.
+NUMBERS = {
+    "drop": _number(float, lambda v: v >= 0, "a finite number >= 0"),
+    "scale": _number(float, lambda v: v > 0, "a finite number > 0"),
+    "count": _number(int, lambda v: v >= 1, "a whole number >= 1"),
+}
+
+
 def build_parser():
     """The argument parser, with one sub-parser per command."""
     parser = argparse.ArgumentParser(
         prog="keras-quant",
         description="Quantized TFLite (LiteRT) models from Keras 3 models.",
-        epilog="Exit codes: 0 success; 1 the export, spec check or accuracy "
-        "budget failed; 2 bad arguments or unreadable input.",
+        epilog="Exit codes: 0 success; 1 the export, the spec check, LiteRT "
+        "or the accuracy budget failed; 2 bad arguments, or input that "
+        "cannot be read or written; 130 interrupted. Errors are one line; "
+        "--verbose adds the traceback.",
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {_version()}"
@@ -30,7 +59,8 @@ def build_parser():
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="show TensorFlow's and LiteRT's own log lines",
+        help="show TensorFlow's and LiteRT's own log lines, and an error's "
+        "traceback",
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_export(commands)
@@ -74,7 +104,7 @@ def _add_export(commands):
     command.add_argument("--io-dtype", choices=IO_DTYPES)
     command.add_argument(
         "--max-accuracy-drop",
-        type=float,
+        type=NUMBERS["drop"],
         help="for --mode auto: points (or percent for a loss-like metric)",
     )
     command.add_argument("--target", choices=sorted(TARGETS), help="for auto")
@@ -111,13 +141,13 @@ def _add_calibration(command):
     )
     command.add_argument(
         "--samples",
-        type=int,
+        type=NUMBERS["count"],
         default=1000,
         help="calibration samples to use (default: 1000)",
     )
     command.add_argument(
         "--image-scale",
-        type=float,
+        type=NUMBERS["scale"],
         default=1 / 255,
         help="multiplies image pixels (default: 1/255, to [0, 1])",
     )
@@ -128,8 +158,9 @@ def _add_inspect(commands):
         "inspect",
         help="show a .tflite's ops, types and quantization; check the spec",
         description="Print a .tflite model's inputs, outputs, ops, tensor "
-        "types and quantization parameters, and check them against the "
-        "TFLite quantization spec (exit code 1 if they break it).",
+        "types and quantization parameters; check them against the "
+        "TFLite quantization spec, and check that LiteRT can allocate the "
+        "model (exit code 1 if either fails).",
     )
     command.add_argument("tflite", help="the .tflite file")
     command.add_argument("--json", action="store_true", help="print JSON")
@@ -141,7 +172,11 @@ def _add_compare(commands):
         "compare",
         help="float .keras against .tflite on data: metrics, output error",
         description="Run the float Keras model and the .tflite model on the "
-        "same data and compare the model's compiled loss and metrics.",
+        "same data; print the model's compiled loss and metrics for both, "
+        "and how far the outputs are apart (largest and mean absolute "
+        "difference, SQNR in dB, largest difference in percent of the "
+        "output's range). Exit code 1 if LiteRT cannot run the .tflite or "
+        "--max-drop is exceeded.",
     )
     command.add_argument("model", help="the float (or observed) .keras file")
     command.add_argument("tflite", help="the .tflite file")
@@ -152,9 +187,13 @@ def _add_compare(commands):
         "--max-accuracy-drop",
         "--max-drop",
         dest="max_drop",
-        type=float,
-        help="exit 1 if the first metric drops more (points; percent for "
-        "a loss-like metric); the name `export --mode auto` uses too",
+        type=NUMBERS["drop"],
+        help="exit 1 if the first compiled metric drops more (points; "
+        "percent for a loss-like metric), the name `export --mode auto` "
+        "uses too. A model compiled with no loss or metric is judged on its "
+        "outputs: the largest |float - tflite| output difference, in percent "
+        "of that output's float range (max - min). A gate that cannot be "
+        "evaluated (NaN) fails",
     )
     command.set_defaults(command="compare")
 

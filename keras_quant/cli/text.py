@@ -1,21 +1,45 @@
-"""What the command line prints: export results and `.tflite` summaries."""
+"""What the command line prints: export results, `.tflite` summaries
+and comparisons."""
 
 import os
 
 from keras_quant.cli.outcomes import UsageError
+from keras_quant.text import table
 
 
 def output_path(args, mode):
-    if args.output:
-        if len(args.modes) > 1 and "{mode}" not in args.output:
-            raise UsageError(
-                "several modes need '{mode}' in --output, so the files do "
-                "not overwrite each other"
-            )
-        return args.output.format(mode=mode)
-    return os.path.join(
-        os.path.dirname(args.model) or ".", f"{stem(args.model)}_{mode}.tflite"
-    )
+    """Where `export` writes `mode`: `--output` with `{mode}` filled in,
+    else `<model>_<mode>.tflite` beside the model."""
+    if not args.output:
+        return os.path.join(
+            os.path.dirname(args.model) or ".",
+            f"{stem(args.model)}_{mode}.tflite",
+        )
+    if len(args.modes) > 1 and "{mode}" not in args.output:
+        raise UsageError(
+            "several modes need '{mode}' in --output, so the files do "
+            "not overwrite each other"
+        )
+    path = filled_template(args.output, mode)
+    if os.path.isdir(path):
+        raise UsageError(
+            f"--output {path} is a folder; name a .tflite file in it, e.g. "
+            f"{os.path.join(path, 'model.tflite')}"
+        )
+    return path
+
+
+def filled_template(template, mode):
+    """`template` with `{mode}` replaced by `mode` (str.format rules)."""
+    try:
+        return template.format(mode=mode)
+    except (IndexError, KeyError, ValueError, AttributeError) as error:
+        raise UsageError(
+            f"--output {template!r} cannot be filled in "
+            f"({type(error).__name__}: {error}): the "
+            "only name it may hold in braces is {mode}; write a literal "
+            "brace twice, '{{' or '}}'"
+        ) from error
 
 
 def stem(path):
@@ -39,7 +63,29 @@ def describe(result):
     return line
 
 
-def summary_text(path, summary, violations):
+def comparison_text(found):
+    """A `Comparison`: metrics side by side, then the output figures."""
+    lines = []
+    if found.float_metrics:
+        rows = [("metric", "float", "tflite", "difference")]
+        for name, f in found.float_metrics.items():
+            q = found.quantized_metrics[name]
+            rows.append((name, f"{f:.6g}", f"{q:.6g}", f"{q - f:+.6g}"))
+        lines.append(table(rows))
+    else:
+        lines.append("metrics: none (the model has no compiled loss or metric)")
+    lines += [
+        f"samples: {found.samples}",
+        f"largest |float - tflite| output: {found.max_abs_output_diff:.6g}",
+        f"mean |float - tflite| output: {found.mean_abs_output_diff:.6g}",
+        f"output SQNR: {found.output_sqnr_db:.2f} dB",
+        f"largest output difference: {found.output_error_percent:.3g}% of "
+        "the output range",
+    ]
+    return "\n".join(lines)
+
+
+def summary_text(path, summary, violations, allocation_error=None):
     lines = [f"{path}: {summary.size_bytes / 1024:.1f} KB"]
     for label, indices in (
         ("input", summary.inputs),
@@ -61,6 +107,10 @@ def summary_text(path, summary, violations):
     lines.append("activations:")
     for tensor in summary.activations():
         lines.append(f"  {tensor_text(tensor)}")
+    if allocation_error:
+        lines.append(f"LiteRT allocation: FAILED: {allocation_error}")
+    else:
+        lines.append("LiteRT allocation: ok")
     if violations:
         lines.append("TFLite quantization spec: NOT followed")
         lines.extend(f"  {message}" for message in violations)
@@ -86,7 +136,7 @@ def tensor_text(tensor):
     return text
 
 
-def summary_dict(path, summary, violations):
+def summary_dict(path, summary, violations, allocation_error=None):
     def tensor(info):
         return {
             "name": info.name,
@@ -109,4 +159,5 @@ def summary_dict(path, summary, violations):
         ],
         "activations": [tensor(t) for t in summary.activations()],
         "spec_violations": violations,
+        "allocation_error": allocation_error,
     }

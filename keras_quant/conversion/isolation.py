@@ -81,7 +81,7 @@ def _crash_message(function, done):
     printed = done.stderr.decode(errors="replace").strip().splitlines()
     tail = " | ".join(printed[-3:])
     return (
-        f"The process running {function.__qualname__} {how}; the training "
+        f"The child process running {function.__qualname__} {how}; this "
         f"process is unharmed. Last lines it printed: {tail or '(none)'}"
     )
 

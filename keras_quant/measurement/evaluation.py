@@ -2,8 +2,11 @@
 
 `compare` runs the float Keras model and the `.tflite` model on the same
 validation data, computes the model's compiled loss and metrics for both
-from their predictions, in the same code, and reports the largest output
-difference.
+from their predictions, in the same code, and measures how far the outputs
+are apart (`output_figures`): the largest and the mean absolute
+difference, the signal-to-quantization-noise ratio in dB, and the largest
+difference in percent of its output's float range, which judges a model
+that has no compiled metric.
 """
 
 import dataclasses
@@ -28,12 +31,27 @@ class Comparison:
         quantized_metrics: the same, computed from LiteRT's outputs.
         max_abs_output_diff: largest |float - quantized| output element.
         samples: how many samples were compared.
+        mean_abs_output_diff: mean |float - quantized| over every output
+            element.
+        output_sqnr_db: signal-to-quantization-noise ratio of the outputs,
+            `10 log10(sum(float**2) / sum((float - quantized)**2))`; `inf`
+            for identical outputs.
+        output_error_percent: the largest |float - quantized| element in
+            percent of its output's float range (max - min), the worst
+            output; 0 for identical outputs, `inf` for a difference on a
+            constant output.
+
+    The output figures are NaN when they cannot be computed (outputs
+    holding NaN, or no output element).
     """
 
     float_metrics: dict
     quantized_metrics: dict
     max_abs_output_diff: float
     samples: int
+    mean_abs_output_diff: float = float("nan")
+    output_sqnr_db: float = float("nan")
+    output_error_percent: float = float("nan")
 
 
 def predict_float(model, x, batch_size=256):
@@ -65,8 +83,8 @@ def compare(model, tflite, validation_data, batch_size=256, cache=None):
     return Comparison(
         float_metrics=metrics_from_predictions(model, y, float_pred),
         quantized_metrics=metrics_from_predictions(model, y, quant_pred),
-        max_abs_output_diff=max_abs_difference(float_pred, quant_pred),
         samples=len(as_list(x)[0]),
+        **output_figures(float_pred, quant_pred),
     )
 
 
@@ -76,6 +94,91 @@ def max_abs_difference(float_pred, quant_pred):
         float(np.max(np.abs(np.asarray(f) - np.asarray(q))))
         for f, q in zip(as_list(float_pred), as_list(quant_pred))
     )
+
+
+# The output fields of `Comparison`, as `output_figures` names them.
+OUTPUT_FIGURES = (
+    "max_abs_output_diff",
+    "mean_abs_output_diff",
+    "output_sqnr_db",
+    "output_error_percent",
+)
+
+
+def output_figures(float_pred, quant_pred):
+    """How far the quantized outputs are from the float ones: the fields
+    `OUTPUT_FIGURES` of `Comparison`, NaN when there is no output element.
+
+    >>> found = output_figures(np.array([0.0, 1.0]), np.array([0.0, 0.9]))
+    >>> [round(found[name], 2) for name in OUTPUT_FIGURES]
+    [0.1, 0.05, 20.0, 10.0]
+
+    Raises:
+        ValueError: the two hold different numbers or shapes of outputs
+            (the `.tflite` is not an export of this model).
+    """
+    pairs = [(f, q) for f, q in output_pairs(float_pred, quant_pred) if f.size]
+    if not pairs:
+        return dict.fromkeys(OUTPUT_FIGURES, float("nan"))
+    with np.errstate(all="ignore"):  # inf and NaN are answers here
+        differences = [np.abs(f - q) for f, q in pairs]
+        return {
+            "max_abs_output_diff": _largest(np.max(d) for d in differences),
+            "mean_abs_output_diff": _mean(differences),
+            "output_sqnr_db": _sqnr_db(pairs),
+            "output_error_percent": _largest(
+                _percent_of_range(f, d) for (f, _), d in zip(pairs, differences)
+            ),
+        }
+
+
+def _largest(values):
+    """The largest of `values`, NaN if any is NaN (unlike `max`)."""
+    return float(np.max(np.array(list(values), dtype=np.float64)))
+
+
+def output_pairs(float_pred, quant_pred):
+    """`[(float output, quantized output)]` as arrays of one shape each."""
+    floats, quants = as_list(float_pred), as_list(quant_pred)
+    if len(floats) != len(quants):
+        raise ValueError(
+            f"The Keras model has {len(floats)} outputs and the .tflite "
+            f"{len(quants)}: compare a .tflite exported from this model."
+        )
+    pairs = [(np.asarray(f), np.asarray(q)) for f, q in zip(floats, quants)]
+    for index, (f, q) in enumerate(pairs):
+        if f.shape != q.shape:
+            raise ValueError(
+                f"Output {index} has shape {f.shape} in the Keras model and "
+                f"{q.shape} in the .tflite: compare a .tflite exported from "
+                "this model."
+            )
+    return pairs
+
+
+def _mean(differences):
+    total = sum(float(np.sum(d, dtype=np.float64)) for d in differences)
+    return total / sum(d.size for d in differences)
+
+
+def _sqnr_db(pairs):
+    signal = sum(_sum_of_squares(f) for f, _ in pairs)
+    noise = sum(_sum_of_squares(f - q) for f, q in pairs)
+    if noise == 0 and not np.isnan(signal):  # identical outputs
+        return float("inf")
+    return float(10 * np.log10(np.float64(signal) / noise))
+
+
+def _sum_of_squares(values):
+    return float(np.sum(np.square(values, dtype=np.float64)))
+
+
+def _percent_of_range(float_output, difference):
+    largest = float(np.max(difference))
+    if largest == 0:
+        return 0.0
+    spread = float(np.max(float_output)) - float(np.min(float_output))
+    return float(100 * np.float64(largest) / spread)
 
 
 is_compiled = keras_internals.is_compiled

@@ -141,3 +141,26 @@ def latency(model, sample, runs=200, num_threads=1):
         runner.invoke()
         timings.append(time.perf_counter() - start)
     return float(np.median(timings))
+
+
+def problem(path, invoke=False):
+    """Why LiteRT cannot allocate (or, with `invoke`, run once on zeros)
+    the `.tflite` at `path`, in one line; None if it can.
+
+    LiteRT verifies a model's flatbuffer structure but trusts its
+    operators: a file that passes the verifier yet gives an op the wrong
+    inputs (one flipped opcode byte turns MAX_POOL_2D into SPLIT) can
+    segfault in `allocate_tensors`. Call this through
+    `conversion.isolation.run_isolated` on files you did not write.
+    """
+    try:
+        runner = interpreter(path)
+        allocate(runner)
+        if invoke:
+            for detail in runner.get_input_details():
+                zeros = np.zeros(detail["shape"], detail["dtype"])
+                runner.set_tensor(detail["index"], zeros)
+            runner.invoke()
+    except Exception as error:  # noqa: BLE001  LiteRT's reason, any kind
+        return " ".join(str(error).split()) or type(error).__name__
+    return None

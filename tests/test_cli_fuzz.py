@@ -1,0 +1,485 @@
+"""Fuzzing the `keras-quant` command line with corrupt inputs.
+
+From three valid seed files (a `.tflite`, a `.keras` and an `.npz`), a
+seeded NumPy generator derives several hundred broken ones: flipped bits,
+overwritten bytes, truncations, random bytes, empty files, wrong
+extensions, `.keras` archives with garbage members, `.npz` files with wrong
+keys, dtypes, shapes or pickled object arrays, and random argument lists.
+Each case runs in this process through `cli.main`; none may let an
+exception out, print a traceback, or exit with a code other than 0, 1 or 2.
+
+Most cases aim at `inspect` and at the checks made before a model loads,
+which cost milliseconds; the cases that load the `.keras` model, or let
+LiteRT allocate a `.tflite` in a child process (`inputs.litert_problem`), cost a
+fraction of a second each and are fewer.
+"""
+
+import io
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.schema_py_generated import BuiltinOperator
+from ai_edge_litert.tools import flatbuffer_utils
+
+import keras_quant
+from keras_quant import cli
+from tests.conftest import small_cnn
+
+SEED = 2024
+
+# Numbers an option may be given: good, bad and absurd.
+NUMBER_TEXTS = (
+    "1",
+    "0",
+    "2.5",
+    "-1",
+    "nan",
+    "inf",
+    "-inf",
+    "1e309",
+    "abc",
+    "",
+    "99999999999999999999",
+    "0x10",
+    "1_000",
+    " 3 ",
+)
+
+MODE_TEXTS = (
+    "int8",
+    "float16",
+    "auto",
+    "int16x8",
+    "dynamic",
+    "bogus",
+    "INT8",
+    "",
+)
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory, digits):
+    """The valid seed files: model.keras, model.tflite (int8), data.npz."""
+    folder = tmp_path_factory.mktemp("fuzz_seeds")
+    keras.utils.set_random_seed(0)
+    model = small_cnn(name="fuzz_cnn")
+    model.save(folder / "model.keras")
+    observed = keras_quant.observe(model, save_modes=())
+    observed.predict(digits["val"][0][:64], verbose=0)
+    keras_quant.export(observed, folder / "model.tflite")
+    x, y = digits["test"]
+    np.savez(folder / "data.npz", x=x[:16], y=y[:16])
+    (folder / "junk.keras").write_bytes(b"not a zip archive")
+    (folder / "a_folder.tflite").mkdir()
+    return folder
+
+
+class Case:
+    """What a case maker draws on: the shared random generator `rng`, the
+    valid files in `seeds`, and `folder` to write the case's own files in
+    (named after its `index`)."""
+
+    def __init__(self, rng, seeds, folder, index):
+        self.rng, self.seeds, self.folder = rng, seeds, folder
+        self.index = index
+
+    def seed(self, name):
+        return (self.seeds / name).read_bytes()
+
+    def write(self, suffix, data):
+        path = self.folder / f"case{self.index}{suffix}"
+        path.write_bytes(bytes(data))
+        return str(path)
+
+    def integer(self, low, high):
+        return int(self.rng.integers(low, high))
+
+    def pick(self, choices):
+        return choices[self.integer(0, len(choices))]
+
+    def valid(self, name):
+        return str(self.seeds / name)
+
+    def compare(self, keras_path=None, tflite=None, data=None):
+        return [
+            "compare",
+            keras_path or self.valid("model.keras"),
+            tflite or self.valid("model.tflite"),
+            "--data",
+            data or self.valid("data.npz"),
+        ]
+
+
+def flipped_bits(case, data):
+    data = bytearray(data)
+    for _ in range(case.integer(1, 9)):
+        data[case.integer(0, len(data))] ^= 1 << case.integer(0, 8)
+    return data
+
+
+def overwritten_bytes(case, data):
+    data = bytearray(data)
+    for _ in range(case.integer(1, 17)):
+        data[case.integer(8, len(data))] = case.integer(0, 256)
+    return data
+
+
+def truncated(case, data):
+    return data[: case.integer(0, len(data))]
+
+
+def random_bytes(case, header=b""):
+    body = case.rng.integers(0, 256, case.integer(0, 4096), dtype=np.uint8)
+    return header + body.tobytes()
+
+
+def inspect(case, path):
+    return ["inspect", path] + (["--json"] if case.integer(0, 2) else [])
+
+
+# --- .tflite: `inspect` (LiteRT allocates in a child process) -------------
+
+
+def tflite_bit_flips(case):
+    data = flipped_bits(case, case.seed("model.tflite"))
+    return inspect(case, case.write(".tflite", data))
+
+
+def tflite_byte_writes(case):
+    data = overwritten_bytes(case, case.seed("model.tflite"))
+    return inspect(case, case.write(".tflite", data))
+
+
+def tflite_truncations(case):
+    data = truncated(case, case.seed("model.tflite"))
+    return inspect(case, case.write(".tflite", data))
+
+
+def tflite_opcode_swaps(case):
+    """A valid flatbuffer whose ops are not what they say: one operator
+    code changed to another builtin op, SPLIT half the time. LiteRT trusts
+    the ops, and some swaps crash it (SIGSEGV) when it allocates: SPLIT
+    in place of QUANTIZE or MAX_POOL_2D reads a second input the op does
+    not have."""
+    model = flatbuffer_utils.convert_bytearray_to_object(
+        bytearray(case.seed("model.tflite"))
+    )
+    code = case.pick(model.operatorCodes)
+    op = case.pick([case.integer(0, 127), BuiltinOperator.SPLIT])
+    code.builtinCode = code.deprecatedBuiltinCode = op
+    data = flatbuffer_utils.convert_object_to_bytearray(model)
+    return inspect(case, case.write(".tflite", data))
+
+
+def tflite_random_bytes(case):
+    header = case.pick([b"", b"\x1c\x00\x00\x00TFL3"])
+    return inspect(case, case.write(".tflite", random_bytes(case, header)))
+
+
+# --- files that are empty, or named for another kind ---------------------
+
+
+def empty_files(case):
+    empty = {suffix: case.write(suffix, b"") for suffix in EMPTY_SUFFIXES}
+    return case.pick(
+        [
+            ["inspect", empty[".tflite"]],
+            case.compare(keras_path=empty[".keras"]),
+            case.compare(tflite=empty[".tflite"]),
+            case.compare(data=empty[".npz"]),
+            ["export", empty[".keras"]],
+        ]
+    )
+
+
+EMPTY_SUFFIXES = (".tflite", ".keras", ".npz")
+
+
+def wrong_extensions(case):
+    seed = case.pick(["model.tflite", "model.keras", "data.npz"])
+    suffix = case.pick([".tflite", ".keras", ".npz", ".txt", ""])
+    path = case.write(suffix, case.seed(seed))
+    return case.pick(
+        [
+            ["inspect", path],
+            case.compare(keras_path=path),
+            case.compare(tflite=path),
+            case.compare(data=path),
+            ["export", path, "-m", "float16"],
+        ]
+    )
+
+
+# --- .npz: `compare --data` -----------------------------------------------
+
+
+def npz_variants(case):
+    """An .npz whose arrays are wrong in one way (`NPZ_ARRAYS`), and one
+    time in four whose bytes are corrupt too; `--max-drop` half the time."""
+    name = case.pick(sorted(NPZ_ARRAYS))
+    buffer = io.BytesIO()
+    np.savez(buffer, **NPZ_ARRAYS[name](case))
+    data = buffer.getvalue()
+    corrupt = case.pick([None, None, None, flipped_bits, truncated])
+    if corrupt is not None:
+        data = corrupt(case, data)
+    argv = case.compare(data=case.write(".npz", data))
+    return argv + case.pick([[], ["--max-drop", case.pick(NUMBER_TEXTS)]])
+
+
+def samples(case, shape=(8, 8, 1), dtype="float32"):
+    return case.rng.random((case.integer(1, 5), *shape)).astype(dtype)
+
+
+def labelled(x):
+    return {"x": x, "y": np.zeros(len(x), "int32")}
+
+
+# Arrays for `npz_variants`, each broken in one way.
+NPZ_ARRAYS = {
+    "no_arrays": lambda case: {},
+    "wrong_keys": lambda case: {"inputs": samples(case), "labels": [1]},
+    "only_x": lambda case: {"x": samples(case)},
+    "zero_d": lambda case: {"x": np.float32(1), "y": np.int32(1)},
+    "empty": lambda case: {"x": samples(case)[:0], "y": np.zeros(0)},
+    "strings": lambda case: {"x": np.array(["a", "b"]), "y": np.zeros(2)},
+    "complex": lambda case: {"x": samples(case, dtype="complex64"), "y": [0]},
+    "objects": lambda case: {
+        "x": np.array([{"a": 1}, None], dtype=object),
+        "y": np.zeros(2),
+    },
+    "lengths_differ": lambda case: {
+        "x": samples(case),
+        "y": np.zeros(case.integer(6, 9)),
+    },
+    "sample_shape": lambda case: labelled(
+        samples(case, shape=(case.integer(1, 9),))
+    ),
+    "label_shape": lambda case: {
+        "x": np.zeros((3, 8, 8, 1), "float32"),
+        "y": case.rng.random((3, case.integer(2, 20))),
+    },
+    "float64_and_bool": lambda case: {
+        "x": samples(case, dtype="float64")[:2] > 0.5,
+        "y": np.ones(2),
+    },
+    "nan_inputs": lambda case: {
+        "x": np.full((2, 8, 8, 1), np.nan, "float32"),
+        "y": np.zeros(2, "int32"),
+    },
+}
+
+
+def npy_instead_of_npz(case):
+    buffer = io.BytesIO()
+    np.save(buffer, samples(case))
+    return case.compare(data=case.write(".npz", buffer.getvalue()))
+
+
+# --- .keras: zip archives with garbage members ---------------------------
+
+
+def keras_garbage_members(case):
+    source = zipfile.ZipFile(io.BytesIO(case.seed("model.keras")))
+    names = source.namelist()
+    victim = case.pick(names)
+    change = case.pick(MEMBER_CHANGES)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            data = source.read(name)
+            if name == victim:
+                data = change(case, data)
+            if data is not None:
+                archive.writestr(name, bytes(data))
+        if case.integer(0, 4) == 0:
+            archive.writestr("garbage.bin", random_bytes(case))
+    return case.compare(keras_path=case.write(".keras", buffer.getvalue()))
+
+
+MEMBER_CHANGES = (
+    overwritten_bytes,
+    truncated,
+    lambda case, data: random_bytes(case),
+    lambda case, data: None,  # the member is left out
+)
+
+
+def keras_bit_flips(case):
+    data = flipped_bits(case, case.seed("model.keras"))
+    return case.compare(keras_path=case.write(".keras", data))
+
+
+# --- random argument lists ------------------------------------------------
+
+
+def random_arguments(case):
+    """A command with random options and values, from pools of good and
+    bad ones; a required option is left out one time in eight. `export`
+    and `report` never get the valid model, so none runs a (slow)
+    conversion."""
+    command = case.pick(sorted(ARGUMENTS))
+    positional, required, options = ARGUMENTS[command]
+    argv = [command] + [case.pick(pool(case)) for pool in positional]
+    for option, pool in required:
+        if case.integer(0, 8):
+            argv += [option, case.pick(pool(case))]
+    for _ in range(case.integer(0, 4)):
+        option, pool = case.pick(options)
+        argv += [option] if pool is None else [option, case.pick(pool(case))]
+    if case.integer(0, 8) == 0:
+        argv.insert(case.integer(0, len(argv) + 1), case.pick(STRAY))
+    return argv
+
+
+STRAY = ("--bogus", "-", "--", "-x", "--json=1", "é", "a" * 5000, "--help")
+
+
+def tflite_paths(case):
+    return [
+        case.valid("model.tflite"),
+        case.valid("a_folder.tflite"),
+        "missing.tflite",
+        case.valid("data.npz"),
+        "",
+    ]
+
+
+def keras_paths(case):
+    return [case.valid("model.keras")] + unusable_keras_paths(case)
+
+
+def unusable_keras_paths(case):
+    return [
+        case.valid("junk.keras"),
+        "missing.keras",
+        case.valid("data.npz"),
+        str(case.seeds),
+    ]
+
+
+def data_paths(case):
+    return [
+        case.valid("data.npz"),
+        case.valid("model.keras"),
+        "missing.npz",
+        str(case.seeds),
+        "/dev/null",
+    ]
+
+
+def numbers(case):
+    return NUMBER_TEXTS
+
+
+def modes(case):
+    return MODE_TEXTS
+
+
+def outputs(case):
+    folder = case.folder
+    return [
+        str(folder / "o{mode}.tflite"),
+        str(folder / "o{0}.tflite"),
+        str(folder / "o{x}.tflite"),
+        str(folder),
+        "/proc/x/o.tflite",
+        str(folder / "o{.tflite"),
+        "o.keras",
+    ]
+
+
+def folders(case):
+    return [
+        str(case.folder / "report"),
+        case.valid("model.keras"),
+        "/proc/keras-quant-report",
+        "",
+    ]
+
+
+def words(case):
+    return ["minmax", "percentile", "mse", "cpu", "int8", "uint8", "bogus"]
+
+
+# Per command: pools of its positional arguments; its required options,
+# (option, pool); its other options, (option, pool, or None for a flag).
+ARGUMENTS = {
+    "inspect": ([tflite_paths], [], [("--json", None)]),
+    "compare": (
+        [keras_paths, tflite_paths],
+        [("--data", data_paths)],
+        [("--max-drop", numbers), ("--max-accuracy-drop", numbers)],
+    ),
+    "export": (
+        [unusable_keras_paths],
+        [],
+        [
+            ("-m", modes),
+            ("-o", outputs),
+            ("--calibration-data", data_paths),
+            ("--validation-data", data_paths),
+            ("--io-dtype", words),
+            ("--max-accuracy-drop", numbers),
+            ("--target", words),
+            ("--report-dir", folders),
+            ("--estimator", words),
+            ("--samples", numbers),
+            ("--image-scale", numbers),
+        ],
+    ),
+    "report": (
+        [unusable_keras_paths],
+        [("--data", data_paths)],
+        [
+            ("-m", modes),
+            ("-o", folders),
+            ("--samples", numbers),
+            ("--image-scale", numbers),
+        ],
+    ),
+}
+
+
+# How many cases of each kind.
+CASES = {
+    tflite_bit_flips: 140,
+    tflite_byte_writes: 70,
+    tflite_truncations: 60,
+    tflite_opcode_swaps: 30,
+    tflite_random_bytes: 40,
+    empty_files: 10,
+    wrong_extensions: 25,
+    npz_variants: 70,
+    npy_instead_of_npz: 5,
+    keras_garbage_members: 20,
+    keras_bit_flips: 15,
+    random_arguments: 120,
+}
+
+
+def all_cases():
+    """The case maker of every case, in a fixed order."""
+    return [make for make, count in CASES.items() for _ in range(count)]
+
+
+def test_there_are_at_least_500_cases():
+    assert len(all_cases()) >= 500
+
+
+@pytest.mark.slow
+def test_no_input_makes_a_traceback(seeds, tmp_path, capfd):
+    rng = np.random.default_rng(SEED)
+    problems = []
+    for number, make in enumerate(all_cases()):
+        argv = make(Case(rng, seeds, tmp_path, number))
+        try:
+            code = cli.main(argv)
+        except BaseException as error:  # noqa: BLE001  what escaped main
+            code = f"raised {type(error).__name__}: {error}"
+        out, err = capfd.readouterr()
+        if code not in (0, 1, 2) or "Traceback" in out + err:
+            problems.append(f"{make.__name__} {argv!r:.300}: {code} {err:.300}")
+    assert problems == []
