@@ -132,8 +132,12 @@ class Observer(keras.layers.Layer):
 
         self.min_ = state("min")
         self.max_ = state("max")
-        self.batches_seen_ = state("batches_seen", dtype="int64", value=0)
-        self.nonfinite_count_ = state("nonfinite_count", dtype="int64", value=0)
+        self.batches_seen_ = state(
+            "batches_seen", dtype=counter_dtype(), value=0
+        )
+        self.nonfinite_count_ = state(
+            "nonfinite_count", dtype=counter_dtype(), value=0
+        )
         self.momentum = state("momentum", value=spec.momentum)
         self.record_mask = state("record_mask", dtype="int32", value=1)
         self.histogram_ = None
@@ -151,7 +155,9 @@ class Observer(keras.layers.Layer):
                 shape=(self.sample_size + 1, *self.sample_shape),
                 dtype=SAMPLE_DTYPE,
             )
-            self.samples_kept_ = state("samples_kept", dtype="int64", value=0)
+            self.samples_kept_ = state(
+                "samples_kept", dtype=counter_dtype(), value=0
+            )
         self.built = True
 
     def build(self, input_shape=None):
@@ -196,10 +202,12 @@ class Observer(keras.layers.Layer):
     def record_from(self, compute, training=None):
         """Records `compute()` if this observer records in this phase.
 
-        On one device `compute` is only called while recording, so an
-        internal tensor that exists for quantization alone costs nothing the
-        rest of the time. Across replicas the batch statistics are exchanged
-        outside the conditional, as `tf.distribute` requires.
+        The update is functional: the batch statistics are computed inside
+        a conditional that returns them (so `compute` costs nothing while
+        not recording), then every state variable is assigned outside any
+        branch, keeping its value when not recording. That is what JAX's
+        tracing requires, and what `tf.distribute` requires of the
+        exchange of statistics across replicas.
         """
         bit = RECORD_TRAINING if training else RECORD_INFERENCE
         if self.fixed_range is not None or not self.traced_mask & bit:
@@ -207,68 +215,16 @@ class Observer(keras.layers.Layer):
         recording = ops.not_equal(
             ops.bitwise_and(self.record_mask, bit), ops.convert_to_tensor(0)
         )
-        if distribution.replicas_in_sync() > 1:
-            self._record_across_replicas(compute, recording)
-        else:
-            ops.cond(
-                recording,
-                lambda: self._record_local(compute()),
-                lambda: _zero(),
-            )
-
-    def _record_local(self, inputs):
-        values = _flat_float(inputs)
-        batch_min, batch_max, nonfinite = _batch_stats(values)
-        histogram = None
-        if self.histogram_ is not None:
-            low, high = self._histogram_edges(batch_min, batch_max)
-            histogram = self._batch_histogram(values, low, high)
-        for variable, value in self._next_state(
-            batch_min, batch_max, nonfinite, histogram
-        ):
+        for variable, value in self._updates(compute, recording):
             variable.assign(value)
-        if self.sample_ is not None:
-            ops.cond(
-                ops.less(self.samples_kept_, self.sample_size),
-                lambda: self._keep_samples(inputs),
-                lambda: _zero(),
-            )
-        return _zero()
 
-    def _keep_samples(self, inputs):
-        for variable, value in self._next_sample(inputs):
-            variable.assign(value)
-        return _zero()
-
-    def _next_sample(self, inputs):
-        """`(variable, new value)` pairs keeping the batch's first samples
-        until `sample_size` are kept."""
-        batch = ops.cast(inputs, SAMPLE_DTYPE)
-        count = ops.shape(batch)[0]
-        positions = ops.cast(self.samples_kept_, "int32") + ops.arange(
-            count, dtype="int32"
-        )
-        rows = ops.minimum(positions, self.sample_size)  # past the end
-        kept = ops.minimum(
-            self.samples_kept_ + ops.cast(count, "int64"), self.sample_size
-        )
-        return [
-            (
-                self.sample_,
-                ops.scatter_update(
-                    self.sample_, ops.expand_dims(rows, -1), batch
-                ),
-            ),
-            (self.samples_kept_, kept),
-        ]
-
-    def _record_across_replicas(self, compute, recording):
-        # Variable updates are synchronisation points too, so they happen
-        # unconditionally, keeping the old value when not recording.
+    def _updates(self, compute, recording):
+        """`(variable, value)` for every state variable after this batch:
+        the new state when `recording`, else the current one."""
         empty = (
             ops.convert_to_tensor(np.inf, "float32"),
             ops.convert_to_tensor(-np.inf, "float32"),
-            ops.convert_to_tensor(0, "int64"),
+            ops.convert_to_tensor(0, counter_dtype()),
         )
         local = ops.cond(
             recording,
@@ -291,13 +247,48 @@ class Observer(keras.layers.Layer):
                     lambda: ops.zeros((self.num_bins,), "float64"),
                 )
             )
-        updates = self._next_state(batch_min, batch_max, nonfinite, histogram)
+        updates = [
+            (variable, ops.where(recording, value, variable.value))
+            for variable, value in self._next_state(
+                batch_min, batch_max, nonfinite, histogram
+            )
+        ]
         if self.sample_ is not None:
             # Each replica offers its own batch; the variable keeps the
             # first replica's (`only_first_replica`): a sample, not a range.
-            updates += self._next_sample(compute())
-        for variable, value in updates:
-            variable.assign(ops.where(recording, value, variable))
+            keep = ops.logical_and(
+                recording, ops.less(self.samples_kept_, self.sample_size)
+            )
+            updates += zip(
+                (self.sample_, self.samples_kept_),
+                ops.cond(
+                    keep,
+                    lambda: self._next_sample(compute()),
+                    lambda: (
+                        self.sample_.value,
+                        self.samples_kept_.value,
+                    ),
+                ),
+            )
+        return updates
+
+    def _next_sample(self, inputs):
+        """The sample and its count after keeping the batch's first samples,
+        until `sample_size` are kept."""
+        batch = ops.cast(inputs, SAMPLE_DTYPE)
+        count = ops.shape(batch)[0]
+        positions = ops.cast(self.samples_kept_, "int32") + ops.arange(
+            count, dtype="int32"
+        )
+        rows = ops.minimum(positions, self.sample_size)  # past the end
+        kept = ops.minimum(
+            self.samples_kept_ + ops.cast(count, counter_dtype()),
+            self.sample_size,
+        )
+        sample = ops.scatter_update(
+            self.sample_, ops.expand_dims(rows, -1), batch
+        )
+        return sample, kept
 
     def _next_state(self, batch_min, batch_max, nonfinite, histogram):
         """`(variable, new value)` pairs after one batch's statistics."""
@@ -328,7 +319,7 @@ class Observer(keras.layers.Layer):
                 variable,
                 value
                 if variable is self.nonfinite_count_
-                else (ops.where(has_values, value, variable)),
+                else (ops.where(has_values, value, variable.value)),
             )
             for variable, value in state
         ]
@@ -457,6 +448,17 @@ class Observer(keras.layers.Layer):
         return kept.astype("float32")
 
 
+def counter_dtype():
+    """The dtype of the observers' counts: int64, or int32 on JAX without
+    64-bit types (`jax_enable_x64` off, its default), where int64 would be
+    truncated to int32 with a warning at every use."""
+    if keras.backend.backend() != "jax":
+        return "int64"
+    import jax
+
+    return "int64" if jax.config.jax_enable_x64 else "int32"
+
+
 def read(variable):
     """A variable's value as a Python scalar or a numpy array.
 
@@ -481,7 +483,11 @@ def _batch_stats(values):
     batch_max = ops.max(values, initial=-np.inf)
     return ops.cond(
         ops.isfinite(ops.sum(values)),
-        lambda: (batch_min, batch_max, ops.convert_to_tensor(0, "int64")),
+        lambda: (
+            batch_min,
+            batch_max,
+            ops.convert_to_tensor(0, counter_dtype()),
+        ),
         lambda: _masked_stats(values),
     )
 
@@ -490,9 +496,5 @@ def _masked_stats(values):
     finite = ops.isfinite(values)
     batch_min = ops.min(ops.where(finite, values, np.inf), initial=np.inf)
     batch_max = ops.max(ops.where(finite, values, -np.inf), initial=-np.inf)
-    nonfinite = ops.sum(ops.cast(ops.logical_not(finite), "int64"))
+    nonfinite = ops.sum(ops.cast(ops.logical_not(finite), counter_dtype()))
     return batch_min, batch_max, nonfinite
-
-
-def _zero():
-    return ops.convert_to_tensor(0, "int32")
