@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BACKENDS := $(VENV)/.backends
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
@@ -15,6 +16,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test,tfmot]"
 	touch $(STAMP)
+
+# JAX and PyTorch (CPU wheels) for the backend tests; `make test` only.
+$(BACKENDS): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test,tfmot,backends]"
+	touch $(BACKENDS)
 
 demo: $(STAMP)
 	$(PY) examples/digits_demo.py --out out
@@ -37,7 +43,7 @@ browser:
 	fi
 
 # The whole suite: about 10 minutes on 2 cores (see README).
-test: $(STAMP) browser
+test: $(STAMP) $(BACKENDS) browser
 	$(PY) -m pytest
 
 # Everything but the tests marked slow (tutorials, tfmot, browser, the

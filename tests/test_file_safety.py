@@ -89,14 +89,25 @@ def snapshot(folder):
     }
 
 
+@pytest.fixture
+def own_cnn(trained_cnn, digits):
+    """A calibrated copy of the trained CNN whose weights a test may
+    change (`calibrated_cnn` shares the session's)."""
+    model = keras.models.clone_model(trained_cnn)
+    model.set_weights(trained_cnn.get_weights())
+    observed = keras_quant.observe(model)
+    observed.evaluate(*digits["val"], verbose=0)
+    return observed
+
+
 def test_a_checkpoint_whose_export_fails_is_not_written(
-    calibrated_cnn, tmp_path, monkeypatch
+    own_cnn, tmp_path, monkeypatch
 ):
     """The report fails after the `.keras` and `.tflite` were written:
     none of them replaces the previous checkpoint's."""
-    calibrated_cnn.save_modes = ("float16",)
-    calibrated_cnn.save_report = True
-    calibrated_cnn.save(tmp_path / "c.keras")
+    own_cnn.save_modes = ("float16",)
+    own_cnn.save_report = True
+    own_cnn.save(tmp_path / "c.keras")
     assert checkpoint.is_complete(tmp_path / "c.keras")
     before = snapshot(tmp_path)
 
@@ -106,10 +117,10 @@ def test_a_checkpoint_whose_export_fails_is_not_written(
     from keras_quant.exporting import save_hook
 
     monkeypatch.setattr(save_hook.report_lib, "write_report", full_disk)
-    kernel = first_kernel(calibrated_cnn)
+    kernel = first_kernel(own_cnn)
     kernel.assign(kernel * 2)
     with pytest.raises(OSError, match="No space"):
-        calibrated_cnn.save(tmp_path / "c.keras")
+        own_cnn.save(tmp_path / "c.keras")
     assert snapshot(tmp_path) == before
     assert sorted(os.listdir(tmp_path)) == sorted(before)  # no temporaries
 
@@ -139,20 +150,20 @@ def fill(folder, leave):
 
 
 @pytest.mark.slow
-def test_full_disk_leaves_the_previous_checkpoint(calibrated_cnn, tmp_path):
-    calibrated_cnn.save_modes = ("float16", "dynamic")
-    calibrated_cnn.save_report = False
-    kernel = first_kernel(calibrated_cnn)
+def test_full_disk_leaves_the_previous_checkpoint(own_cnn, tmp_path):
+    own_cnn.save_modes = ("float16", "dynamic")
+    own_cnn.save_report = False
+    kernel = first_kernel(own_cnn)
     outcomes = []
     with small_tmpfs(tmp_path / "disk", "4m") as disk:
-        calibrated_cnn.save(disk / "c.keras")
+        own_cnn.save(disk / "c.keras")
         size = sum(len(data) for data in snapshot(disk).values())
         for leave in (0, 8 << 10, size // 2, size, 2 * size + (64 << 10)):
             before = snapshot(disk)
             kernel.assign(kernel * 1.5)
             fill(disk, leave)
             try:
-                calibrated_cnn.save(disk / "c.keras")
+                own_cnn.save(disk / "c.keras")
                 outcomes.append("saved")
                 assert checkpoint.is_complete(disk / "c.keras")
             except OSError:

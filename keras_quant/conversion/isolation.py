@@ -29,7 +29,7 @@ from keras_quant.errors import ExportError
 TIMEOUT = 900
 
 
-def run_isolated(function, *args, timeout=TIMEOUT):
+def run_isolated(function, *args, timeout=TIMEOUT, environment=None):
     """`function(*args)`, computed in a child process.
 
     Args:
@@ -38,6 +38,8 @@ def run_isolated(function, *args, timeout=TIMEOUT):
             that module does).
         *args: picklable arguments.
         timeout: seconds before the child is stopped. Defaults to 900.
+        environment: variables to set in the child's environment (e.g.
+            `{"KERAS_BACKEND": "tensorflow"}`), over this process's.
 
     Raises:
         ExportError: the child crashed, timed out or could not start; the
@@ -56,6 +58,7 @@ def run_isolated(function, *args, timeout=TIMEOUT):
                 capture_output=True,
                 timeout=timeout,
                 check=False,
+                env={**os.environ, **(environment or {})},
             )
         except subprocess.TimeoutExpired as error:
             raise ExportError(

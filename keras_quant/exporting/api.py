@@ -13,6 +13,7 @@ from keras_quant.errors import KerasQuantError
 from keras_quant.exporting import auto
 from keras_quant.exporting import report as report_lib
 from keras_quant.exporting import single
+from keras_quant.exporting import tensorflow_process
 from keras_quant.exporting.plan import plan_export
 from keras_quant.modes import AUTO
 from keras_quant.observation import recording
@@ -32,10 +33,27 @@ def run(model, plan, on_error=None):
             destination that fails with a `KerasQuantError`, and the others
             go on; otherwise the error is raised.
     """
-    shared = {}  # float32 size and float predictions, computed once
-    results = []
     recording.abandon_unfinished(model)
     recording.warn_if_stale(model)
+    if tensorflow_process.needed():
+        results = tensorflow_process.run(model, plan, export_saved, on_error)
+    else:
+        results = _write(model, plan, on_error)
+    if plan.report_dir is not None and results:
+        report_lib.write_report(
+            plan.report_dir,
+            model,
+            results,
+            plan.validation_data,
+            selection=results[0].selection if len(results) == 1 else None,
+        )
+    return results
+
+
+def _write(model, plan, on_error):
+    """The files of `plan`, each with the step its mode needs."""
+    shared = {}  # float32 size and float predictions, computed once
+    results = []
     epochs = recording.epochs(model)
     for destination in plan.destinations:
         step = STEPS.get(destination.mode, single.export_mode)
@@ -52,15 +70,24 @@ def run(model, plan, on_error=None):
             if on_error is None:
                 raise
             on_error(destination.mode, error)
-    if plan.report_dir is not None and results:
-        report_lib.write_report(
-            plan.report_dir,
-            model,
-            results,
-            plan.validation_data,
-            selection=results[0].selection if len(results) == 1 else None,
-        )
     return results
+
+
+def export_saved(keras_path, plan):
+    """What a TensorFlow child process runs for a model on another backend
+    (`tensorflow_process`): loads the `.keras` file, writes the files of
+    `plan`; returns `(results, [(mode, error), ...])`."""
+    import keras
+
+    from keras_quant import _registration
+
+    _registration.register()
+    model = keras.saving.load_model(keras_path)
+    failures = []
+    results = _write(
+        model, plan, lambda mode, error: failures.append((mode, error))
+    )
+    return results, failures
 
 
 def export(

@@ -351,10 +351,11 @@ class Observer(keras.layers.Layer):
         centers = self.histogram_min_ + (
             ops.arange(self.num_bins, dtype="float32") + 0.5
         ) * (old_width / self.num_bins)
+        held = self.histogram_.value
         kept = ops.where(
             ops.equal(self.momentum, 0.0),
-            self.histogram_,
-            self.histogram_ * ops.cast(self.momentum, "float64"),
+            held,
+            held * ops.cast(self.momentum, "float64"),
         )
         rebinned = ops.segment_sum(
             kept,
