@@ -18,6 +18,12 @@ show these tables at once.
 | `int8_only` | int8 per-axis   | int8            | int8 or uint8       |
 | `float16`   | float16         | float32         | float32             |
 | `int16x8`   | int8 per-axis   | int16 symmetric | float32             |
+| `int4_weights` | int4 per-axis | float32 (weights dequantized) | float32 |
+| `dynamic_int4` | int4 per-axis or blocks | float (dynamic) | float32 |
+| `int8x4`    | int4 per-axis   | int8            | float32             |
+
+The int4 modes store two weights per byte; `dynamic_int4` also takes a
+`block_size` (32, 64, 128 or 256 input features share a scale).
 """
 
 import dataclasses
@@ -33,6 +39,9 @@ class Mode(str, enum.Enum):
     INT8_ONLY = "int8_only"
     FLOAT16 = "float16"
     INT16X8 = "int16x8"
+    INT4_WEIGHTS = "int4_weights"
+    DYNAMIC_INT4 = "dynamic_int4"
+    INT8X4 = "int8x4"
 
 
 class Route(str, enum.Enum):
@@ -59,6 +68,9 @@ class ModeSpec:
         qat_route: the route for a quantization-aware-trained model, which
             computes its own 8-bit graph in Keras and is exported as that
             very graph (decision D32); None for the same as `route`.
+        weight_bits: bits of a quantized weight (None: float weights).
+        block_sizes: the `block_size`s the mode accepts besides None (per
+            output channel).
     """
 
     summary: str
@@ -69,6 +81,8 @@ class ModeSpec:
     hardware: str = "CPU"
     activation_bits: int = None
     qat_route: Route = None
+    weight_bits: int = 8
+    block_sizes: tuple = ()
 
     def route_for(self, quantize_aware):
         """The route for a model, QAT or not."""
@@ -78,12 +92,12 @@ class ModeSpec:
 
     @property
     def needs_ranges(self):
-        return self.route is not Route.FLOAT
+        return self.activation_bits is not None
 
 
 MODES = {
     Mode.FLOAT32: ModeSpec(
-        "float32 reference, no quantization", optimize=False
+        "float32 reference, no quantization", optimize=False, weight_bits=None
     ),
     Mode.DYNAMIC: ModeSpec("dynamic range: int8 weights, float activations"),
     Mode.INT8: ModeSpec(
@@ -101,7 +115,10 @@ MODES = {
         activation_bits=8,
     ),
     Mode.FLOAT16: ModeSpec(
-        "float16 weights", supported_types=("float16",), hardware="CPU, GPU"
+        "float16 weights",
+        supported_types=("float16",),
+        hardware="CPU, GPU",
+        weight_bits=None,
     ),
     Mode.INT16X8: ModeSpec(
         "16x8: int16 activations, int8 weights",
@@ -109,7 +126,26 @@ MODES = {
         hardware="CPU (reference kernels: slow)",
         activation_bits=16,
     ),
+    Mode.INT4_WEIGHTS: ModeSpec(
+        "int4 weights, float compute (weights dequantized at load)",
+        route=Route.ENGINE,
+        weight_bits=4,
+    ),
+    Mode.DYNAMIC_INT4: ModeSpec(
+        "dynamic range with int4 weights, per channel or in blocks",
+        route=Route.ENGINE,
+        weight_bits=4,
+        block_sizes=(32, 64, 128, 256),
+    ),
+    Mode.INT8X4: ModeSpec(
+        "int8 activations, int4 weights",
+        route=Route.ENGINE,
+        activation_bits=8,
+        weight_bits=4,
+    ),
 }
+
+BLOCK_SIZES = (32, 64, 128, 256)
 
 IO_DTYPES = ("int8", "uint8")
 
@@ -143,6 +179,20 @@ def parse_mode(mode):
         raise ValueError(
             f"Expected `mode` to be one of {valid}. Received: mode={mode!r}"
         ) from None
+
+
+def check_block_size(mode, block_size):
+    """Validates `block_size` for `mode`; returns it (None: per channel)."""
+    if block_size is None:
+        return None
+    accepting = [m.value for m, spec in MODES.items() if spec.block_sizes]
+    if block_size not in MODES[mode].block_sizes:
+        raise ValueError(
+            f"`block_size` applies to {accepting}, with one of "
+            f"{list(BLOCK_SIZES)}. Received: block_size={block_size!r} with "
+            f"mode={mode.value!r}."
+        )
+    return block_size
 
 
 def check_io_dtype(mode, io_dtype):

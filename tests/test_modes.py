@@ -29,7 +29,26 @@ def test_range_modes_are_the_integer_activation_ones():
         Mode.INT8,
         Mode.INT8_ONLY,
         Mode.INT16X8,
+        Mode.INT8X4,
     }
+
+
+@pytest.mark.parametrize(
+    "mode, block_size, accepted",
+    [
+        (Mode.DYNAMIC_INT4, 64, True),
+        (Mode.DYNAMIC_INT4, None, True),
+        (Mode.DYNAMIC_INT4, 48, False),
+        (Mode.INT8X4, 32, False),
+        (Mode.INT8, 32, False),
+    ],
+)
+def test_block_sizes(mode, block_size, accepted):
+    if accepted:
+        assert modes.check_block_size(mode, block_size) == block_size
+    else:
+        with pytest.raises(ValueError, match="`block_size` applies to"):
+            modes.check_block_size(mode, block_size)
 
 
 @pytest.mark.parametrize(

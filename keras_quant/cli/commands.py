@@ -31,6 +31,7 @@ def run_export(args):
         model,
         paths,
         io_dtype=args.io_dtype,
+        block_size=args.block_size,
         validation_data=validation,
         max_accuracy_drop=args.max_accuracy_drop,
         target=args.target,

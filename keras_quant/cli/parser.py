@@ -12,6 +12,7 @@ import argparse
 import math
 
 from keras_quant.modes import AUTO
+from keras_quant.modes import BLOCK_SIZES
 from keras_quant.modes import IO_DTYPES
 from keras_quant.modes import TARGETS
 from keras_quant.modes import Mode
@@ -102,6 +103,13 @@ def _add_export(commands):
         "by --mode auto)",
     )
     command.add_argument("--io-dtype", choices=IO_DTYPES)
+    command.add_argument(
+        "--block-size",
+        type=int,
+        choices=BLOCK_SIZES,
+        help="for dynamic_int4: input features sharing one weight scale "
+        "(default: one scale per output channel)",
+    )
     command.add_argument(
         "--max-accuracy-drop",
         type=NUMBERS["drop"],

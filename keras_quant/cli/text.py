@@ -133,6 +133,8 @@ def tensor_text(tensor):
             f"..{float(tensor.scales.max()):.3g}, zero points "
             f"{sorted(set(int(z) for z in tensor.zero_points))})"
         )
+    if tensor.block_size:
+        text += f" in blocks of {tensor.block_size} input features"
     return text
 
 
@@ -145,6 +147,7 @@ def summary_dict(path, summary, violations, allocation_error=None):
             "scales": [float(s) for s in info.scales],
             "zero_points": [int(z) for z in info.zero_points],
             "quantized_dimension": info.quantized_dimension,
+            "block_size": info.block_size,
         }
 
     return {

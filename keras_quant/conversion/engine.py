@@ -33,6 +33,7 @@ Example:
 ['QUANTIZE', 'FULLY_CONNECTED']
 """
 
+import copy
 import dataclasses
 import re
 import warnings
@@ -40,11 +41,11 @@ import warnings
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from keras_quant.conversion import flatbuffer
 from keras_quant.conversion import integer_io
 from keras_quant.conversion import rewrites
 from keras_quant.errors import ExportError
 from keras_quant.observation.ranges import widen_range
+from keras_quant.runtime import flatbuffer
 
 # Float input and output: quantized inside, QUANTIZE/DEQUANTIZE at the
 # model's boundary (AEQ's own default is integer input and output).
@@ -60,6 +61,10 @@ class Recipe:
 
     Attributes:
         recipe: the ai-edge-quantizer recipe function.
+        weight_bits: bits of the quantized weights (the recipe's are set to
+            it; 4 for the int4 modes).
+        static: whether activations are quantized from ranges (else the
+            recipe quantizes weights only, and needs no ranges).
         integer_io: integer model inputs and outputs (else float, with
             QUANTIZE and DEQUANTIZE at the boundary).
         float_fallback: ops that touch a tensor with no range stay float
@@ -69,6 +74,8 @@ class Recipe:
     """
 
     recipe: str
+    weight_bits: int = 8
+    static: bool = True
     integer_io: bool = False
     float_fallback: bool = False
 
@@ -77,6 +84,11 @@ RECIPES = {
     "int8": Recipe("static_wi8_ai8", float_fallback=True),
     "int8_only": Recipe("static_wi8_ai8", integer_io=True, float_fallback=True),
     "int16x8": Recipe("static_wi8_ai16"),
+    "int4_weights": Recipe(
+        "weight_only_wi4_afp32", weight_bits=4, static=False
+    ),
+    "dynamic_int4": Recipe("dynamic_wi4c_afp32", weight_bits=4, static=False),
+    "int8x4": Recipe("static_wi8_ai8", weight_bits=4, float_fallback=True),
 }
 
 
@@ -89,7 +101,13 @@ FLOAT_ONLY = {
 
 
 def quantize(
-    float_tflite, observed, sample, mode, keep_float=(), io_dtype=None
+    float_tflite,
+    observed,
+    sample,
+    mode,
+    keep_float=(),
+    io_dtype=None,
+    block_size=None,
 ):
     """Quantizes a float `.tflite` from ranges; returns the bytes.
 
@@ -102,6 +120,8 @@ def quantize(
         keep_float: regular expressions of output-tensor names whose ops
             stay float (`int8` only).
         io_dtype: for `int8_only`, `"int8"` (default) or `"uint8"`.
+        block_size: for `dynamic_int4`, input features per weight scale
+            (None: one scale per output channel).
 
     Raises:
         ExportError: a tensor has no range (`int8_only`, `int16x8`), or
@@ -114,12 +134,15 @@ def quantize(
         )
     spec = RECIPES[mode]
     float_tflite = rewrites.apply(float_tflite, mode)
-    ranges = replayed_ranges(float_tflite, sample) if sample else {}
-    ranges.update(observed)
+    ranges = {}
+    if spec.static:
+        ranges = replayed_ranges(float_tflite, sample) if sample else {}
+        ranges.update(observed)
     keep_float = list(keep_float)
     if spec.float_fallback:  # ops touching a tensor with no range: float
         keep_float += _ops_without_ranges(float_tflite, ranges)
-    tflite = _quantize(float_tflite, ranges, spec, keep_float, sample)
+    rules = _rules(spec, keep_float, block_size)
+    tflite = _quantize(float_tflite, ranges, rules, sample)
     tflite = rewrites.quantize_unused_outputs(tflite)
     tflite = integer_io.shape_from_integers(tflite)
     if spec.integer_io and io_dtype == "uint8":
@@ -128,16 +151,30 @@ def quantize(
     return tflite
 
 
-def _quantize(float_tflite, ranges, spec, keep_float, sample):
-    """ai-edge-quantizer's quantization with the recipe of `spec`."""
-    from ai_edge_quantizer import quantizer
+def _rules(spec, keep_float, block_size):
+    """The ai-edge-quantizer recipe of `spec`: its recipe function's rules
+    at `spec.weight_bits` (in blocks of `block_size` input features if
+    given), then the rules keeping ops float."""
     from ai_edge_quantizer import recipe as recipes
 
-    rules = list(getattr(recipes, spec.recipe)())
+    rules = copy.deepcopy(list(getattr(recipes, spec.recipe)()))
+    for rule in rules:
+        weights = rule.get("op_config", {}).get("weight_tensor_config")
+        if weights is not None:
+            weights["num_bits"] = spec.weight_bits
+            if block_size is not None:
+                weights["granularity"] = f"BLOCKWISE_{block_size}"
     rules += [_float_rule(pattern) for pattern in FLOAT_ONLY.values()]
     rules += [_float_rule(pattern) for pattern in keep_float]
-    if not spec.integer_io:
+    if spec.static and not spec.integer_io:
         rules += [dict(rule) for rule in _FLOAT_IO]
+    return rules
+
+
+def _quantize(float_tflite, ranges, rules, sample):
+    """ai-edge-quantizer's quantization with `rules` and `ranges`."""
+    from ai_edge_quantizer import quantizer
+
     calibration = {
         name: {
             "min": np.array([low], "float32"),
@@ -150,7 +187,7 @@ def _quantize(float_tflite, ranges, spec, keep_float, sample):
             warnings.simplefilter("ignore")
             result = quantizer.Quantizer(
                 bytearray(float_tflite), rules
-            ).quantize(calibration, enable_progress_report=False)
+            ).quantize(calibration or None, enable_progress_report=False)
     except Exception as error:  # any refusal: one message naming it
         raise ExportError(_refusal(error, sample)) from error
     return bytes(result.quantized_model)

@@ -15,7 +15,7 @@ import copy
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from keras_quant.conversion import flatbuffer
+from keras_quant.runtime import flatbuffer
 
 _UINT8_SHIFT = 128
 

@@ -35,7 +35,7 @@ delegate refuses a SPLIT with mixed outputs. Decision D33.
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from keras_quant.conversion import flatbuffer
+from keras_quant.runtime import flatbuffer
 
 _MINUS_ONE_SUFFIX = "/kq_minus_one"
 _FLOAT = schema.TensorType.FLOAT32

@@ -38,7 +38,7 @@ from keras_quant.observation.observed_model import replay_sample
 from keras_quant.observation.qat import is_quantize_aware
 
 
-def convert(model, mode, io_dtype=None, keep_float=()):
+def convert(model, mode, io_dtype=None, keep_float=(), block_size=None):
     """Converts `model` in `mode` and checks the result; returns bytes.
 
     Unlike `export`, writes nothing and computes no report.
@@ -49,6 +49,8 @@ def convert(model, mode, io_dtype=None, keep_float=()):
         io_dtype: as for `keras_quant.export`.
         keep_float: names of layers whose TFLite ops stay float in `int8`
             mode (their neighbours quantize and dequantize around them).
+        block_size: for `dynamic_int4`, input features per weight scale
+            (None: per output channel).
 
     >>> inputs = keras.Input((3,))
     >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
@@ -57,6 +59,7 @@ def convert(model, mode, io_dtype=None, keep_float=()):
     """
     mode = modes_lib.parse_mode(mode)
     io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
+    block_size = modes_lib.check_block_size(mode, block_size)
     keep_float = check_keep_float(model, mode, keep_float)
     if tfmot_interop.is_tf_keras_model(model):
         tflite = tfmot_interop.convert_tf_keras(model, mode, io_dtype, quiet)
@@ -67,7 +70,7 @@ def convert(model, mode, io_dtype=None, keep_float=()):
         if MODES[mode].needs_ranges:
             check_multipliers(model)
         route = MODES[mode].route_for(is_quantize_aware(model))
-        tflite = ROUTES[route](model, mode, io_dtype)
+        tflite = ROUTES[route](model, mode, io_dtype, block_size=block_size)
     check_contract(tflite, mode)
     return tflite
 
@@ -85,15 +88,20 @@ def ranges_for(model, mode):
     return collected_ranges(model, f"Mode {mode.value!r}")
 
 
-def _convert_float(model, mode, io_dtype):
+# Each route: (model, mode, io_dtype, block_size) -> .tflite bytes; the
+# converter's routes quantize no weights in blocks (`check_block_size`
+# lets a block size reach the engine's modes only).
+
+
+def _convert_float(model, mode, io_dtype, block_size=None):
     return run_converter(float_graph(model), mode, io_dtype)
 
 
-def _convert_fake_quant(model, mode, io_dtype):
+def _convert_fake_quant(model, mode, io_dtype, block_size=None):
     return run_converter(fake_quant_graph(model), mode, io_dtype)
 
 
-def _convert_with_engine(model, mode, io_dtype, keep_float=()):
+def _convert_with_engine(model, mode, io_dtype, keep_float=(), block_size=None):
     """The float model, converted once with every op in a numbered name
     scope, then quantized by the engine from the observed ranges (and the
     replay sample for tensors no observer sees), in a child process."""
@@ -109,6 +117,7 @@ def _convert_with_engine(model, mode, io_dtype, keep_float=()):
         mode.value,
         patterns,
         io_dtype,
+        block_size,
     )
 
 

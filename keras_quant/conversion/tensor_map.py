@@ -13,10 +13,10 @@ replay.
 import re
 
 from keras_quant.conversion import engine
-from keras_quant.conversion import flatbuffer
 from keras_quant.conversion.graphs import layer_name
 from keras_quant.graph import trace as graph_lib
 from keras_quant.observation.observers import Observer
+from keras_quant.runtime import flatbuffer
 from keras_quant.runtime import litert
 
 _SCOPE = re.compile(r"(?:^|[/;])kq_op(\d+)(?:_\d+)?/")

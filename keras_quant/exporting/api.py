@@ -14,6 +14,7 @@ from keras_quant.exporting import auto
 from keras_quant.exporting import report as report_lib
 from keras_quant.exporting import single
 from keras_quant.exporting import tensorflow_process
+from keras_quant.exporting import workers
 from keras_quant.exporting.plan import plan_export
 from keras_quant.modes import AUTO
 from keras_quant.observation import recording
@@ -32,8 +33,13 @@ def run(model, plan, on_error=None):
         on_error: if given, `on_error(mode, error)` is called for a
             destination that fails with a `KerasQuantError`, and the others
             go on; otherwise the error is raised.
+
+    On a worker of a multi-worker strategy other than the chief, writes
+    nothing and returns `[]` (`workers.exports_here`).
     """
-    recording.abandon_unfinished(model)
+    recording.abandon_unfinished(model)  # on every worker: same ranges
+    if not workers.exports_here(model):
+        return []
     recording.warn_if_stale(model)
     if tensorflow_process.needed():
         results = tensorflow_process.run(model, plan, export_saved, on_error)
@@ -102,6 +108,7 @@ def export(
     max_accuracy_drop=None,
     target=None,
     report_dir=None,
+    block_size=None,
 ):
     """Writes `model` as a `.tflite` file in one quantization mode.
 
@@ -111,10 +118,12 @@ def export(
             loaded from such a `.keras` file.
         filepath: destination ending in `.tflite`; missing folders are made.
         mode: one of `"float32"`, `"dynamic"`, `"int8"` (float fallback,
-            float input/output), `"int8_only"`, `"float16"`, `"int16x8"`;
-            or `"auto"`: the smallest, fastest mode for `target` whose
-            accuracy on `validation_data` is within `max_accuracy_drop` of
-            float (see `keras_quant.exporting.auto`). Defaults to `"int8"`.
+            float input/output), `"int8_only"`, `"float16"`, `"int16x8"`,
+            `"int4_weights"`, `"dynamic_int4"`, `"int8x4"` (int4 weights,
+            int8 activations); or `"auto"`: the smallest, fastest mode for
+            `target` whose accuracy on `validation_data` is within
+            `max_accuracy_drop` of float (see `keras_quant.exporting.auto`).
+            Defaults to `"int8"`.
         io_dtype: `"int8"` (default) or `"uint8"`, for `"int8_only"` only.
         validation_data: optional `(x, y)` or `tf.data.Dataset`; when given,
             the result carries float and quantized metrics.
@@ -134,9 +143,13 @@ def export(
             `report.html` into (see `keras_quant.exporting.report`); with
             `validation_data` it shows activation histograms and per-point
             errors.
+        block_size: for `"dynamic_int4"`: 32, 64, 128 or 256 input
+            features share one weight scale (it must divide each Dense
+            layer's input size). Defaults to one scale per output channel.
 
     Returns:
-        An `ExportResult`.
+        An `ExportResult`; None on a worker of a multi-worker strategy
+        other than the chief, which writes nothing.
 
     Raises:
         ValueError: unknown mode, bad `io_dtype`, a path not ending in
@@ -168,8 +181,10 @@ def export(
         max_accuracy_drop=max_accuracy_drop,
         target=target,
         report_dir=report_dir,
+        block_size=block_size,
     )
-    return run(model, plan)[0]
+    results = run(model, plan)
+    return results[0] if results else None  # None: not the chief
 
 
 def export_many(

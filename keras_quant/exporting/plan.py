@@ -49,6 +49,8 @@ class ExportPlan:
         keep_float: layers kept float (`int8` only).
         choice: the `Choice` of an `"auto"` destination, else None.
         report_dir: folder for `report.json` and `report.html`, or None.
+        block_size: input features per weight scale (`dynamic_int4`), or
+            None for per-channel scales.
     """
 
     destinations: tuple
@@ -57,6 +59,7 @@ class ExportPlan:
     keep_float: tuple = ()
     choice: Choice = None
     report_dir: str = None
+    block_size: int = None
 
 
 def plan_export(
@@ -70,6 +73,7 @@ def plan_export(
     max_accuracy_drop=None,
     target=None,
     report_dir=None,
+    block_size=None,
 ):
     """Validates an export request; returns its `ExportPlan`.
 
@@ -78,7 +82,8 @@ def plan_export(
         filepaths: `{mode: filepath}`; modes as `Mode`s, their names or
             `"auto"`.
         io_dtype, validation_data, batch_size, keep_float,
-        max_accuracy_drop, target, report_dir: as for `keras_quant.export`.
+        max_accuracy_drop, target, report_dir, block_size: as for
+            `keras_quant.export`.
 
     Raises:
         ValueError: an unknown mode or target, a path not ending in
@@ -104,6 +109,9 @@ def plan_export(
         for mode, path in zip(modes, filepaths.values())
     )
     _check_io_dtype_used(modes, io_dtype)
+    for mode in modes:
+        if mode != AUTO:
+            modes_lib.check_block_size(mode, block_size)
     choice = _choice(model, modes, validation_data, max_accuracy_drop, target)
     return ExportPlan(
         destinations=destinations,
@@ -114,6 +122,7 @@ def plan_export(
         report_dir=None
         if report_dir is None
         else files.check_folder(os.fspath(report_dir), "report_dir"),
+        block_size=block_size,
     )
 
 

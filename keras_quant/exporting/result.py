@@ -25,6 +25,8 @@ class ExportResult:
         selection: for `mode="auto"`, the `Selection`: every candidate
             tried with its measured size, accuracy and latency, and why
             the written one was chosen.
+        block_size: input features per weight scale (`dynamic_int4`), or
+            None for per-channel scales.
         ranges_epoch, weights_epoch: the training epochs (1-based) the
             ranges and the weights come from, when `RangeCalibration`
             collected them during `fit`; else None.
@@ -42,6 +44,7 @@ class ExportResult:
     max_abs_output_diff: float = None
     keep_float: tuple = ()
     selection: object = None
+    block_size: int = None
     ranges_epoch: int = None
     weights_epoch: int = None
 

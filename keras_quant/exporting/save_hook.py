@@ -18,6 +18,7 @@ from keras_quant.exporting import api
 from keras_quant.exporting import checkpoint
 from keras_quant.exporting import files
 from keras_quant.exporting import report as report_lib
+from keras_quant.exporting import workers
 from keras_quant.exporting.plan import plan_export
 from keras_quant.observation import observed_model
 
@@ -68,7 +69,10 @@ def export_beside(model, keras_path, modes, report=False):
 
 def save_checkpoint(model, keras_path, save_keras):
     """Saves `model` to `keras_path` with `save_keras(path)`, and its
-    `save_modes` beside it, all or nothing."""
+    `save_modes` beside it, all or nothing; on a worker of a multi-worker
+    strategy other than the chief, nothing."""
+    if not workers.exports_here(model):
+        return  # one writer per cluster: the chief (decision D39)
     keras_path = os.fspath(keras_path)
     files.check_filepath(keras_path, checkpoint.KERAS_SUFFIX)
     with files.staged():

@@ -7,10 +7,19 @@ are apart (`output_figures`): the largest and the mean absolute
 difference, the signal-to-quantization-noise ratio in dB, and the largest
 difference in percent of its output's float range, which judges a model
 that has no compiled metric.
+
+A model built under a strategy whose replicas live in several processes
+(`tf.distribute.MultiWorkerMirroredStrategy`) computes its float
+predictions and its metrics here alone, outside the strategy
+(`on_this_worker`): its `predict`, and its metrics (reset and read
+through a collective), would wait for workers that are not exporting.
 """
 
+import concurrent.futures
+import contextvars
 import dataclasses
 import inspect
+import weakref
 
 import keras
 import numpy as np
@@ -18,6 +27,7 @@ import numpy as np
 from keras_quant._compat import keras_internals
 from keras_quant.data import as_arrays
 from keras_quant.data import as_list
+from keras_quant.observation import distribution
 from keras_quant.observation.observed_model import observers_paused
 from keras_quant.runtime import litert
 
@@ -55,9 +65,86 @@ class Comparison:
 
 
 def predict_float(model, x, batch_size=256):
-    """Keras predictions with observers paused, so nothing is recorded."""
+    """Keras predictions with observers paused, so nothing is recorded.
+
+    On a worker of a multi-worker strategy (`spans_workers`), this worker
+    alone computes them (`on_this_worker`).
+    """
     with observers_paused(model):
-        return model.predict(x, batch_size=batch_size, verbose=0)
+        if spans_workers(model):
+            return on_this_worker(_predict, model, x, batch_size)
+        return _predict(model, x, batch_size)
+
+
+def _predict(model, x, batch_size):
+    return model.predict(x, batch_size=batch_size, verbose=0)
+
+
+def distribution_strategy(model):
+    """The `tf.distribute` strategy `model` runs under (the one it was
+    built in, else the current one), or None off TensorFlow."""
+    return getattr(model, "distribute_strategy", None)
+
+
+def spans_workers(model):
+    """Whether `model` runs under a strategy with replicas in other
+    processes (see `observation.distribution.spans_workers`).
+
+    >>> inputs = keras.Input((2,))
+    >>> spans_workers(keras.Model(inputs, inputs))
+    False
+    """
+    strategy = distribution_strategy(model)
+    return strategy is not None and distribution.spans_workers(strategy)
+
+
+def on_this_worker(function, model, *args):
+    """`function(twin, *args)`, where `twin` is `model`'s `plain_twin`,
+    run outside any strategy scope (`outside_strategy`): this worker alone
+    computes it, with no collective waiting for the others."""
+    return outside_strategy(lambda: function(plain_twin(model), *args))
+
+
+def outside_strategy(function, *args):
+    """`function(*args)`, run where no `tf.distribute` strategy scope is
+    open: in a thread of its own (scopes belong to a thread), with this
+    thread's context variables.
+
+    >>> outside_strategy(max, 1, 2)
+    2
+    """
+    context = contextvars.copy_context()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(context.run, function, *args).result()
+
+
+# model -> (its plain twin, the compile config the twin was compiled from)
+_TWINS = weakref.WeakKeyDictionary()
+
+
+def plain_twin(model):
+    """A Functional model of `model`'s layers (its weights and observers
+    shared), built outside any strategy and compiled as `model` is: its
+    `predict` and metrics run on this worker alone. A multi-worker model's
+    own metrics are variables read and reset by a collective across
+    workers, even outside its scope.
+
+    Call it inside `outside_strategy`. Kept while `model` lives and its
+    compile config stays the same. A model whose compile config cannot be
+    rebuilt (a metric that cannot be serialized) gets an uncompiled twin:
+    no metrics, as for a model never compiled.
+    """
+    config = model.get_compile_config() if is_compiled(model) else None
+    if model in _TWINS and _TWINS[model][1] == config:
+        return _TWINS[model][0]
+    twin = keras.Model(model.input, model.output, name=f"{model.name}_twin")
+    if config is not None:
+        try:
+            twin.compile_from_config(config)
+        except (TypeError, ValueError):
+            twin = keras.Model(model.input, model.output, name=twin.name)
+    _TWINS[model] = (twin, config)
+    return twin
 
 
 def compare(model, tflite, validation_data, batch_size=256, cache=None):
@@ -187,8 +274,17 @@ is_compiled = keras_internals.is_compiled
 def metrics_from_predictions(model, y, y_pred):
     """The model's compiled loss and metrics for predictions `y_pred`.
 
-    Returns an empty dict for a model that was never compiled.
+    Returns an empty dict for a model that was never compiled. On a
+    worker of a multi-worker strategy, this worker alone computes them
+    (`on_this_worker`).
     """
+    if spans_workers(model):
+        return on_this_worker(_metrics, model, y, y_pred)
+    return _metrics(model, y, y_pred)
+
+
+def _metrics(model, y, y_pred):
+    """`metrics_from_predictions` in the process calling it."""
     if not is_compiled(model):
         return {}
     model.reset_metrics()

@@ -16,6 +16,17 @@ def _replica_context():
     return context
 
 
+def spans_workers(strategy=None):
+    """Whether `strategy` (default: the current one) has replicas in other
+    processes, which every step must wait for (more replicas in sync than
+    devices on this worker)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync == 1:
+        return False  # (the default strategy has no `worker_devices`)
+    local_replicas = len(strategy.extended.worker_devices)
+    return strategy.num_replicas_in_sync > local_replicas
+
+
 def replicas_in_sync():
     """How many replicas run this step in lockstep (1 outside a strategy)."""
     context = tf.distribute.get_replica_context()

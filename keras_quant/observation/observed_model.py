@@ -17,10 +17,12 @@ import keras
 import numpy as np
 
 from keras_quant import modes as modes_lib
+from keras_quant._compat import keras_internals
 from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.graph import placement
 from keras_quant.graph import trace as graph_lib
+from keras_quant.observation import distribution
 from keras_quant.observation import recording
 from keras_quant.observation.layers import Split
 from keras_quant.observation.observers import Observer
@@ -197,6 +199,9 @@ def observe(
     )
     if getattr(model, "compiled", False):
         observed.compile_from_config(model.get_compile_config())
+    if distribution.spans_workers():
+        # Keras 3's `fit` fails under MultiWorkerMirroredStrategy (#20585).
+        keras_internals.fix_multi_worker_training()
     return observed
 
 

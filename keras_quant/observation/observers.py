@@ -42,8 +42,17 @@ from keras_quant.observation.ranges import check_estimator
 from keras_quant.observation.ranges import widen_range
 
 # The replay sample is kept in bfloat16: float32's range, half its bytes;
-# its 8-bit mantissa moves a replayed min or max by at most 0.4 %.
+# its 8-bit mantissa moves a replayed min or max by at most 0.4 %. Under a
+# multi-worker strategy, which cannot broadcast bfloat16 variables when it
+# creates them, in float32 (`sample_dtype`).
 SAMPLE_DTYPE = "bfloat16"
+
+
+def sample_dtype():
+    """The replay sample's dtype here: `SAMPLE_DTYPE`, or float32 across
+    workers."""
+    return "float32" if distribution.spans_workers() else SAMPLE_DTYPE
+
 
 RECORD_OFF = 0
 RECORD_INFERENCE = 1
@@ -153,7 +162,7 @@ class Observer(keras.layers.Layer):
             self.sample_ = state(
                 "sample",
                 shape=(self.sample_size + 1, *self.sample_shape),
-                dtype=SAMPLE_DTYPE,
+                dtype=sample_dtype(),
             )
             self.samples_kept_ = state(
                 "samples_kept", dtype=counter_dtype(), value=0
@@ -275,7 +284,7 @@ class Observer(keras.layers.Layer):
     def _next_sample(self, inputs):
         """The sample and its count after keeping the batch's first samples,
         until `sample_size` are kept."""
-        batch = ops.cast(inputs, SAMPLE_DTYPE)
+        batch = ops.cast(inputs, self.sample_.dtype)
         count = ops.shape(batch)[0]
         positions = ops.cast(self.samples_kept_, "int32") + ops.arange(
             count, dtype="int32"

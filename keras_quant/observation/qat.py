@@ -35,9 +35,13 @@ import keras
 from keras import layers
 from keras import ops
 
+from keras_quant._compat import keras_internals
 from keras_quant._compat.keras_internals import STORED_KERNEL
 from keras_quant.graph import decomposition
 from keras_quant.graph import trace as graph_lib
+from keras_quant.modes import MODES
+from keras_quant.modes import check_block_size
+from keras_quant.modes import parse_mode
 from keras_quant.observation.layers import Split
 from keras_quant.observation.observed_model import ObservedModel
 from keras_quant.observation.observed_model import observe
@@ -80,18 +84,22 @@ def kernels_of(layer):
     return ()
 
 
-def fake_quantize_kernel(kernel, channel_axes):
-    """Per-channel symmetric int8 fake-quant of a kernel, as TFLite does.
+def fake_quantize_kernel(kernel, channel_axes, bits=8):
+    """Per-channel symmetric fake-quant of a kernel, as the export does.
 
     Args:
         kernel: the kernel tensor.
         channel_axes: its output-channel axes (negative indices); several
             axes are flattened into one channel axis.
+        bits: 8 (the TFLite converter's grid) or 4 (ai-edge-quantizer's).
 
     Returns:
-        The kernel rounded to `scale * [-127, 127]`, `scale = max|w| / 127`
-        per channel.
+        With 8 bits, the kernel rounded to `scale * [-127, 127]`,
+        `scale = max|w| / 127` per channel; with 4 bits, to
+        `scale * [-8, 7]`, `scale = max|w| / 7`.
     """
+    if bits == 4:
+        return _fake_quantize_int4(kernel, channel_axes)
     shape = ops.shape(kernel)
     kept = len(kernel.shape) - len(channel_axes)
     flat = ops.reshape(kernel, (*shape[:kept], -1))
@@ -104,9 +112,50 @@ def fake_quantize_kernel(kernel, channel_axes):
     return ops.reshape(quantized, shape)
 
 
+def _fake_quantize_int4(kernel, channel_axes):
+    shape = ops.shape(kernel)
+    kept = len(kernel.shape) - len(channel_axes)
+    flat = ops.reshape(kernel, (*shape[:kept], -1))
+    bound = ops.max(ops.abs(flat), axis=tuple(range(kept)), keepdims=True)
+    quantized = _round_to_int4(flat, ops.maximum(bound, MIN_BOUND) / 7.0)
+    return ops.reshape(quantized, shape)
+
+
+def fake_quantize_blocks(kernel, block_size):
+    """A Dense kernel `(inputs, outputs)` fake-quantized to int4 in blocks
+    of `block_size` inputs per output, as ai-edge-quantizer stores it: one
+    scale `max|w| / 7` per block, rounded to bfloat16 precision."""
+    inputs, outputs = kernel.shape
+    blocks = ops.reshape(kernel, (inputs // block_size, block_size, outputs))
+    bound = ops.max(ops.abs(blocks), axis=1, keepdims=True)
+    scale = ops.cast(
+        ops.cast(ops.maximum(bound, MIN_BOUND) / 7.0, "bfloat16"), "float32"
+    )
+    return ops.reshape(_round_to_int4(blocks, scale), (inputs, outputs))
+
+
+def _round_to_int4(values, scale):
+    """`values` on the grid `scale * [-8, 7]`, with a straight-through
+    gradient."""
+    grid = ops.clip(ops.round(values / scale), -8.0, 7.0) * scale
+    return values + ops.stop_gradient(grid - values)
+
+
+def _quantizer_for(layer, bits, block_size):
+    """`(kernel, axes) -> fake-quantized kernel` for `layer`: in blocks for
+    a Dense layer when `block_size` is set (ai-edge-quantizer quantizes
+    only FULLY_CONNECTED weights in blocks; other kernels stay float)."""
+    if block_size is None:
+        return lambda kernel, axes: fake_quantize_kernel(kernel, axes, bits)
+    if isinstance(layer, layers.Dense):
+        return lambda kernel, axes: fake_quantize_blocks(kernel, block_size)
+    return lambda kernel, axes: kernel
+
+
 @contextlib.contextmanager
-def quantized_kernels(layer):
+def quantized_kernels(layer, bits=8, block_size=None):
     """Inside the block, `layer` computes with fake-quantized kernels."""
+    quantize = _quantizer_for(layer, bits, block_size)
     originals = []
     for attribute, axes in kernels_of(layer):
         variable = getattr(layer, attribute)
@@ -114,7 +163,7 @@ def quantized_kernels(layer):
         object.__setattr__(
             layer,
             attribute,
-            fake_quantize_kernel(ops.convert_to_tensor(variable), axes),
+            quantize(ops.convert_to_tensor(variable), axes),
         )
     try:
         yield
@@ -129,7 +178,22 @@ class QuantizeWeights(keras.layers.Wrapper):
 
     Args:
         layer: the layer; its weights are trained, not copied.
+        bits: 8 or 4, as `fake_quantize_kernel`.
+        block_size: with 4 bits, a Dense kernel's scales are per block of
+            this many inputs (`fake_quantize_blocks`); None per channel.
     """
+
+    def __init__(self, layer, bits=8, block_size=None, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.bits = bits
+        self.block_size = block_size
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "bits": self.bits,
+            "block_size": self.block_size,
+        }
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -137,7 +201,7 @@ class QuantizeWeights(keras.layers.Wrapper):
         self.built = True
 
     def call(self, inputs, training=None):
-        with quantized_kernels(self.layer):
+        with quantized_kernels(self.layer, self.bits, self.block_size):
             return self.layer.call(inputs)
 
     def compute_output_shape(self, input_shape):
@@ -169,7 +233,14 @@ def is_quantize_aware(model):
     return any(observer.quantize for observer in find_observers(model))
 
 
-def quantize_aware(model, *, momentum=0.999, save_modes=("int8",)):
+def quantize_aware(
+    model,
+    *,
+    momentum=0.999,
+    save_modes=None,
+    mode="int8",
+    block_size=None,
+):
     """Returns a model for quantization-aware training of `model`.
 
     Args:
@@ -179,18 +250,35 @@ def quantize_aware(model, *, momentum=0.999, save_modes=("int8",)):
         momentum: weight of the old range in each moving-average update.
             Defaults to `0.999`, tfmot's EMA decay (decision D26).
         save_modes: modes that `save()` exports beside the `.keras` file.
-            Defaults to `("int8",)`.
+            Defaults to `(mode,)`.
+        mode: the export mode to train for: `"int8"` (default) or
+            `"int8_only"` (int8 weights and activations), `"int8x4"` (int4
+            weights, int8 activations), `"int4_weights"` or
+            `"dynamic_int4"` (int4 weights; activations stay float, so only
+            the kernels are fake-quantized). Kernels are fake-quantized as
+            the export stores them.
+        block_size: for `"dynamic_int4"`: Dense kernels in blocks of that
+            many inputs (which must divide the layer's input size), as
+            `export(..., block_size=...)` writes them; other kernels float.
 
     Returns:
         An `ObservedModel` sharing `model`'s layers, compiled like `model`
         when `model` is compiled.
     """
+    spec = _trainable_spec(mode)
+    block_size = check_block_size(parse_mode(mode), block_size)
+    _check_blocks(model, block_size)
     observed = model if find_observers(model) else observe(model)
+    training = _QuantizeAware(
+        momentum, spec.weight_bits, block_size, spec.activation_bits == 8
+    )
     qat = graph_lib.trace(observed).rebuild(
-        _QuantizeAware(momentum).call_op,
+        training.call_op,
         model_class=ObservedModel,
         name=f"{model.name}_qat",
-        save_modes=save_modes,
+        save_modes=(parse_mode(mode).value,)
+        if save_modes is None
+        else save_modes,
     )
     set_recording(qat, RECORD_TRAINING)
     if getattr(model, "compiled", False):
@@ -198,14 +286,51 @@ def quantize_aware(model, *, momentum=0.999, save_modes=("int8",)):
     return qat
 
 
+# Modes a model can be trained for: int8 activations or float ones.
+TRAINABLE_MODES = (
+    "int8",
+    "int8_only",
+    "int8x4",
+    "int4_weights",
+    "dynamic_int4",
+)
+
+
+def _trainable_spec(mode):
+    if parse_mode(mode).value not in TRAINABLE_MODES:
+        raise ValueError(
+            f"quantize_aware trains for one of {list(TRAINABLE_MODES)}. "
+            f"Received: mode={mode!r}"
+        )
+    return MODES[parse_mode(mode)]
+
+
+def _check_blocks(model, block_size):
+    if block_size is None:
+        return
+    for layer in keras_internals.sublayers(model):
+        inputs = layer.kernel.shape[0] if isinstance(layer, layers.Dense) else 0
+        if inputs % block_size:
+            raise ValueError(
+                f"Dense layer '{layer.name}' has {inputs} "
+                f"inputs, which block_size={block_size} does not divide. "
+                "Choose a block size that divides every Dense input size."
+            )
+
+
 class _QuantizeAware:
-    def __init__(self, momentum):
+    def __init__(
+        self, momentum, weight_bits=8, block_size=None, activations=True
+    ):
         self.momentum = momentum
+        self.weight_bits = weight_bits
+        self.block_size = block_size
+        self.activations = activations  # fake-quantized, or only observed
 
     def quantizer(self, observer):
         """A quantizing observer that starts from `observer`'s range."""
         config = observer.get_config()
-        config.update(quantize=True, estimator="ema")
+        config.update(quantize=self.activations, estimator="ema")
         quantizer = Observer.from_config(config)
         quantizer.momentum.assign(self.momentum)
         if observer.calibrated and observer.fixed_range is None:
@@ -228,7 +353,11 @@ class _QuantizeAware:
             )
             return split(*args, **kwargs)
         if kernels_of(layer):
-            return QuantizeWeights(layer, name=f"{layer.name}_qat")(
-                *args, **kwargs
+            wrapper = QuantizeWeights(
+                layer,
+                bits=self.weight_bits,
+                block_size=self.block_size,
+                name=f"{layer.name}_qat",
             )
+            return wrapper(*args, **kwargs)
         return layer(*args, **kwargs)

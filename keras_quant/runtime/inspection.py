@@ -17,8 +17,10 @@ Example:
 import dataclasses
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 
 from keras_quant._compat import litert_internals
+from keras_quant.runtime import flatbuffer
 from keras_quant.runtime import litert
 
 FLOAT_DTYPES = ("float32", "float16", "float64")
@@ -43,6 +45,7 @@ class TensorInfo:
     scales: np.ndarray
     zero_points: np.ndarray
     quantized_dimension: int
+    block_size: int = None
 
     @property
     def is_float(self):
@@ -108,19 +111,27 @@ class ModelSummary:
 
 
 def summarize(model):
-    """Reads a `.tflite` model (path or bytes) into a `ModelSummary`."""
+    """Reads a `.tflite` model (path or bytes) into a `ModelSummary`.
+
+    LiteRT reports 4-bit tensors as int8 and hides block-wise scales; they
+    are read from the file: dtype `"int4"`, and `block_size` (input
+    features per scale) for a block-wise quantized weight.
+    """
     runner = litert.interpreter(model)
+    stored = _stored_types(model)
     tensors = {}
     for detail in runner.get_tensor_details():
         params = detail["quantization_parameters"]
+        dtype, block_size = stored.get(detail["index"], (None, None))
         tensors[detail["index"]] = TensorInfo(
             index=detail["index"],
             name=detail["name"],
-            dtype=np.dtype(detail["dtype"]).name,
+            dtype=dtype or np.dtype(detail["dtype"]).name,
             shape=tuple(int(d) for d in detail["shape"]),
             scales=np.asarray(params["scales"]),
             zero_points=np.asarray(params["zero_points"]),
             quantized_dimension=int(params["quantized_dimension"]),
+            block_size=block_size,
         )
     ops = tuple(
         OpInfo(d["op_name"], tuple(d["inputs"]), tuple(d["outputs"]))
@@ -140,6 +151,27 @@ def summarize(model):
     )
 
 
+def _stored_types(model):
+    """`{tensor index: (dtype, block size)}` for the main graph's tensors
+    whose file type LiteRT does not report (int4) or that are quantized in
+    blocks."""
+    if not isinstance(model, (bytes, bytearray)):
+        with open(model, "rb") as handle:
+            model = handle.read()
+    tree = flatbuffer.read(model)
+    found = {}
+    for index, tensor in enumerate(tree.subgraphs[0].tensors):
+        dtype = _FILE_DTYPES.get(tensor.type)
+        details = tensor.quantization and tensor.quantization.details
+        block_size = getattr(details, "blockSize", None) or None
+        if dtype or block_size:
+            found[index] = (dtype, block_size)
+    return found
+
+
+# File tensor types LiteRT's Python API reports as another dtype.
+_FILE_DTYPES = {schema.TensorType.INT4: "int4"}
+
 # Bias type the spec asks for, per activation type.
 BIAS_DTYPES = {"int8": "int32", "uint8": "int32", "int16": "int64"}
 
@@ -147,9 +179,10 @@ BIAS_DTYPES = {"int8": "int32", "uint8": "int32", "int16": "int64"}
 def spec_violations(model):
     """How a `.tflite` model departs from the TFLite quantization spec.
 
-    Checks quantized weights (int8, per output channel, symmetric: zero
-    point 0, values in [-127, 127]), their biases (int32, or int64 with
-    int16 activations; zero point 0; scale = input scale x weight scale)
+    Checks quantized weights (int8 or int4, per output channel or in
+    blocks, symmetric: zero point 0; int8 values in [-127, 127]), their
+    biases (int32, or int64 with int16 activations; zero point 0; scale =
+    input scale x weight scale)
     and activations (one scale per tensor; int8 zero point in [-128, 127],
     int16 zero point 0). A float model has none.
 
@@ -173,19 +206,25 @@ def spec_violations(model):
 def _weight_violations(summary, runner, op):
     weight_at, bias_at = WEIGHT_INPUTS[op.name]
     weight = summary.tensors[op.inputs[weight_at]]
-    if weight.dtype != "int8" or not len(weight.scales):
+    if weight.dtype not in ("int8", "int4") or not len(weight.scales):
         return []
     found = []
     where = f"{op.name} weights '{weight.name}'"
     channels = weight.shape[weight.quantized_dimension]
-    if len(weight.scales) not in (1, channels):
+    if weight.block_size:  # one scale per block of input features
+        blocks = int(np.prod(weight.shape)) // weight.block_size
+        if len(weight.scales) != blocks:
+            found.append(
+                f"{where}: {len(weight.scales)} scales for {blocks} blocks"
+            )
+    elif len(weight.scales) not in (1, channels):
         found.append(
             f"{where}: {len(weight.scales)} scales for {channels} channels"
         )
     if np.any(weight.zero_points):
         found.append(f"{where}: zero points not all 0")
-    values = runner.get_tensor(weight.index)
-    if values.min() < -127:
+    values = runner.get_tensor(weight.index)  # int4: as stored, packed
+    if weight.dtype == "int8" and values.min() < -127:
         found.append(f"{where}: value {values.min()} below -127")
     data = summary.tensors[op.inputs[0]]
     if bias_at < len(op.inputs) and op.inputs[bias_at] >= 0:
