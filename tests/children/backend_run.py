@@ -11,6 +11,7 @@ file and the ranges depend only on the data:
   export six modes (`FOLDER/ckpt.keras`, `FOLDER/ckpt_<mode>.tflite`);
 - observes a second copy with the percentile estimator and trains it with
   `RangeCalibration("both", log_dir=...)`;
+- calibrates a copy with each range estimator (`evaluate`);
 - trains a quantization-aware copy one epoch.
 
 Every collected range goes to `FOLDER/ranges.json`, keyed by run and point.
@@ -26,6 +27,7 @@ from sklearn.datasets import load_digits
 
 import keras_quant
 from keras_quant.callbacks import RangeCalibration
+from keras_quant.observation.ranges import ESTIMATORS
 
 SAVE_MODES = ("float32", "float16", "dynamic", "int8", "int8_only", "int16x8")
 
@@ -81,6 +83,16 @@ def main(model_path, folder):
     log_dir = os.path.join(folder, "logs")
     fit(percentile, [RangeCalibration("both", log_dir=log_dir)])
     found["both_percentile"] = ranges(percentile)
+
+    _, _, x_val, y_val = digits()
+    for estimator in ESTIMATORS:
+        calibrated = keras_quant.observe(
+            keras.saving.load_model(model_path),
+            estimator=estimator,
+            save_modes=(),
+        )
+        calibrated.evaluate(x_val, y_val, batch_size=50, verbose=0)
+        found[f"estimator_{estimator}"] = ranges(calibrated)
 
     qat = keras_quant.quantize_aware(
         frozen(keras.saving.load_model(model_path))
