@@ -163,6 +163,16 @@ TARGETS = {
     ),
     "gpu": (Mode.FLOAT16, Mode.FLOAT32),
     "integer_only": (Mode.INT8_ONLY,),
+    # The smallest file: int4 weights first (integer compute, then float).
+    "size": (
+        Mode.INT8X4,
+        Mode.DYNAMIC_INT4,
+        Mode.INT8,
+        KEEP_FLOAT,
+        Mode.DYNAMIC,
+        Mode.FLOAT16,
+        Mode.FLOAT32,
+    ),
 }
 
 

@@ -166,6 +166,22 @@ def test_gpu_target_takes_float16(calibrated_cnn, digits, tmp_path):
     assert 0.5 < result.size_ratio < 0.65
 
 
+def test_size_target_takes_int4_weights_within_budget(
+    calibrated_cnn, digits, tmp_path
+):
+    result = export_auto(
+        calibrated_cnn,
+        tmp_path / "m.tflite",
+        digits["val"],
+        target="size",
+        max_accuracy_drop=5.0,
+    )
+    assert result.selection.trials[0].mode is Mode.INT8X4
+    assert result.mode is Mode.INT8X4
+    int8 = keras_quant.export(calibrated_cnn, tmp_path / "i.tflite", "int8")
+    assert result.size_bytes < int8.size_bytes
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -136,9 +136,10 @@ def export(
             for a metric that grows like accuracy, in percent of the float
             value for one that shrinks (and for the loss, used when there
             is no metric). Defaults to `1.0`.
-        target: for `"auto"`: `"cpu"` (default), `"gpu"`, or
+        target: for `"auto"`: `"cpu"` (default), `"gpu"`,
             `"integer_only"` (microcontrollers, Edge TPU-like
-            accelerators).
+            accelerators), or `"size"` (the smallest file: int4 weights
+            first).
         report_dir: if given, a folder to write `report.json` and
             `report.html` into (see `keras_quant.exporting.report`); with
             `validation_data` it shows activation histograms and per-point
