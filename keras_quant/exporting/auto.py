@@ -14,7 +14,7 @@ smaller than float16.
 | `cpu`          | int8, int8+float layers, dynamic, int16x8, float16, fp32 |
 | `gpu`          | float16, float32                                        |
 | `integer_only` | int8_only                                               |
-| `size`         | int8x4, dynamic_int4, int8, int8+float layers, dynamic, float16, fp32 |
+| `size`         | int8x4, dynamic_int4, then as `cpu` without int16x8      |
 """
 
 import dataclasses
