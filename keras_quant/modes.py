@@ -18,7 +18,7 @@ show these tables at once.
 | `int8_only` | int8 per-axis   | int8            | int8 or uint8       |
 | `float16`   | float16         | float32         | float32             |
 | `int16x8`   | int8 per-axis   | int16 symmetric | float32             |
-| `int4_weights` | int4 per-axis | float32 (weights dequantized) | float32 |
+| `int4_weights` | int4 per-axis | float32 (DEQUANTIZE each run) | float32 |
 | `dynamic_int4` | int4 per-axis or blocks | float (dynamic) | float32 |
 | `int8x4`    | int4 per-axis   | int8            | float32             |
 
@@ -127,7 +127,7 @@ MODES = {
         activation_bits=16,
     ),
     Mode.INT4_WEIGHTS: ModeSpec(
-        "int4 weights, float compute (weights dequantized at load)",
+        "int4 weights, float compute (DEQUANTIZE ops in the graph)",
         route=Route.ENGINE,
         weight_bits=4,
     ),

@@ -73,7 +73,7 @@ def test_blocks_of_input_features(observed, tmp_path):
     [
         ("int8", 32, ValueError, "`block_size` applies to"),
         ("dynamic_int4", 48, ValueError, "one of \\[32, 64, 128, 256\\]"),
-        ("dynamic_int4", 128, keras_quant.ExportError, "not divisible"),
+        ("dynamic_int4", 128, ValueError, "'dense_.*' has 64 inputs"),
     ],
 )
 def test_bad_block_size(observed, tmp_path, mode, block_size, error, message):

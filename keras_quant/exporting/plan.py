@@ -18,6 +18,7 @@ from keras_quant.measurement import evaluation
 from keras_quant.modes import AUTO
 from keras_quant.modes import MODES
 from keras_quant.modes import TARGETS
+from keras_quant.observation import qat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,7 @@ def plan_export(
     for mode in modes:
         if mode != AUTO:
             modes_lib.check_block_size(mode, block_size)
+    qat.check_blocks_fit(model, block_size)
     choice = _choice(model, modes, validation_data, max_accuracy_drop, target)
     return ExportPlan(
         destinations=destinations,

@@ -267,7 +267,7 @@ def quantize_aware(
     """
     spec = _trainable_spec(mode)
     block_size = check_block_size(parse_mode(mode), block_size)
-    _check_blocks(model, block_size)
+    check_blocks_fit(model, block_size)
     observed = model if find_observers(model) else observe(model)
     training = _QuantizeAware(
         momentum, spec.weight_bits, block_size, spec.activation_bits == 8
@@ -305,7 +305,7 @@ def _trainable_spec(mode):
     return MODES[parse_mode(mode)]
 
 
-def _check_blocks(model, block_size):
+def check_blocks_fit(model, block_size):
     if block_size is None:
         return
     for layer in keras_internals.sublayers(model):
