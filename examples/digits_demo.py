@@ -1,4 +1,4 @@
-"""keras-quant end to end: six TFLite files from one Keras training run.
+"""keras-quant end to end: every TFLite mode from one Keras training run.
 
 The demo trains a small CNN on scikit-learn's 8x8 handwritten digits (1797
 images, no download needed) and shows what keras-quant adds to an ordinary
