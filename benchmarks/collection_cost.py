@@ -1,0 +1,323 @@
+"""What collecting quantization ranges costs, against the plain model.
+
+For each model, the plain Keras model is compared with
+`keras_quant.observe(model)` trained with
+`keras_quant.callbacks.RangeCalibration(phase=...)`:
+
+1. fit: steady-state wall time of one epoch (training steps plus a
+   validation run), the median of `--repeats` epochs that follow one
+   warm-up epoch (which pays the tracing of the train and test functions),
+   for plain and for the observed model with `phase="validation"`,
+   `"train"` and `"both"`; the overhead is the ratio to plain.
+2. predict tracing: the first `predict` call on one batch (tracing
+   included) and the second one, on a fresh plain and a fresh observed
+   model; first minus second is about the tracing cost.
+3. calibration by predict: `observed.predict(x)` on 200 inputs, on a fresh
+   observed model (tracing included), against `model.predict(x)` on a
+   fresh plain model (tracing included).
+
+Models:
+
+- digits: a small residual CNN (Conv2D, DepthwiseConv2D, Add,
+  Concatenate) on scikit-learn's 8x8x1 digits, one pass over 1440
+  training images per epoch, the other 357 for validation;
+- mobilenet_v2 and efficientnet: `zoo_models.ARCHITECTURES` at 96x96x3,
+  images from `zoo_models.calibration_inputs`, random labels over 10
+  classes (figures are timings only), 8 training steps and 2 validation
+  steps per epoch.
+
+Batch size 32 throughout. Every configuration builds a fresh model,
+outside the timed regions.
+
+Run: `python benchmarks/collection_cost.py --repeats 3`
+(`--quick`: digits only and fewer steps, for a smoke test.)
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+
+import keras
+import numpy as np
+from sklearn.datasets import load_digits
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import zoo_models  # noqa: E402
+from tables import print_table  # noqa: E402
+
+import keras_quant  # noqa: E402
+from keras_quant.callbacks import RangeCalibration  # noqa: E402
+
+BATCH_SIZE = 32
+CALIBRATION_SAMPLES = 200
+PHASES = ("validation", "train", "both")
+MODELS = ("digits", "mobilenet_v2", "efficientnet")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch, validation included."""
+
+    def __init__(self):
+        super().__init__()
+        self.durations = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.durations.append(time.perf_counter() - self._start)
+
+
+def residual_digits_cnn(seed=0):
+    """A small residual CNN on 8x8x1 digits: Conv2D, DepthwiseConv2D, Add,
+    Concatenate."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    stem = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(stem)
+    x = keras.layers.Conv2D(16, 1)(x)
+    x = keras.layers.ReLU()(keras.layers.Add()([stem, x]))
+    side = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(stem)
+    x = keras.layers.Concatenate()([x, side])
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = keras.layers.Add()([x, keras.layers.Conv2D(32, 1)(y)])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(x), name="digits_cnn")
+
+
+def digits_data():
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[..., None]
+    y = digits.target.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    return (x[:1440], y[:1440]), (x[1440:], y[1440:]), x[:CALIBRATION_SAMPLES]
+
+
+def zoo_data(name, train_steps, val_steps):
+    n_train = train_steps * BATCH_SIZE
+    n_val = val_steps * BATCH_SIZE
+    x = zoo_models.calibration_inputs(name, n_train + n_val)
+    y = np.random.default_rng(1).integers(0, 10, len(x)).astype(np.int32)
+    calibration = np.concatenate(
+        [x, zoo_models.heldout_inputs(name, CALIBRATION_SAMPLES)]
+    )[:CALIBRATION_SAMPLES]
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), calibration
+
+
+def builder(name):
+    if name == "digits":
+        return residual_digits_cnn
+    return zoo_models.ARCHITECTURES[name]
+
+
+def compiled(build, from_logits):
+    model = build(seed=0)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+    )
+    return model
+
+
+def fit_epochs(build, config, train, val, repeats, from_logits):
+    """Epoch durations: warm-up first, then `repeats` steady ones."""
+    gc.collect()
+    model = compiled(build, from_logits)
+    timer = EpochTimer()
+    callbacks = [timer]
+    if config != "plain":
+        model = keras_quant.observe(model)
+        callbacks.append(RangeCalibration(phase=config))
+    model.fit(
+        *train,
+        batch_size=BATCH_SIZE,
+        epochs=1 + repeats,
+        validation_data=val,
+        callbacks=callbacks,
+        shuffle=True,
+        verbose=0,
+    )
+    return timer.durations
+
+
+def timed(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def fresh(build, observed):
+    gc.collect()
+    model = build(seed=0)
+    return keras_quant.observe(model) if observed else model
+
+
+def predict_first_calls(build, batch):
+    """(first call, second call) seconds of `predict` on one batch."""
+    out = {}
+    for observed in (False, True):
+        model = fresh(build, observed)
+        first = timed(lambda: model.predict(batch, batch_size=BATCH_SIZE, verbose=0))
+        second = timed(lambda: model.predict(batch, batch_size=BATCH_SIZE, verbose=0))
+        out[observed] = (first, second)
+    return out
+
+
+def calibration_by_predict(build, x):
+    out = {}
+    for observed in (False, True):
+        model = fresh(build, observed)
+        out[observed] = timed(
+            lambda: model.predict(x, batch_size=BATCH_SIZE, verbose=0)
+        )
+    return out
+
+
+def seconds(value):
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def ratio(value, base):
+    return f"{value / base:.2f}x"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    models = args.models or (["digits"] if args.quick else list(MODELS))
+    repeats = min(args.repeats, 2) if args.quick else args.repeats
+    train_steps, val_steps = (4, 1) if args.quick else (8, 2)
+
+    fit_rows, trace_rows, calib_rows = [], [], []
+    for name in models:
+        started = time.perf_counter()
+        build = builder(name)
+        if name == "digits":
+            train, val, calibration = digits_data()
+            from_logits = True
+        else:
+            train, val, calibration = zoo_data(name, train_steps, val_steps)
+            from_logits = False
+
+        durations = {}
+        for config in ("plain",) + PHASES:
+            durations[config] = fit_epochs(
+                build, config, train, val, repeats, from_logits
+            )
+            print(
+                f"[{name}] fit {config}: epochs "
+                + ", ".join(f"{d:.3f}" for d in durations[config]),
+                flush=True,
+            )
+        plain = statistics.median(durations["plain"][1:])
+        row = [name, f"{len(train[0]) // BATCH_SIZE}+{-(-len(val[0]) // BATCH_SIZE)}"]
+        row.append(seconds(plain))
+        for config in PHASES:
+            steady = statistics.median(durations[config][1:])
+            row.append(f"{seconds(steady)} ({ratio(steady, plain)})")
+        row.append(
+            seconds(durations["plain"][0])
+            + " / "
+            + " / ".join(seconds(durations[c][0]) for c in PHASES)
+        )
+        fit_rows.append(row)
+
+        first = predict_first_calls(build, calibration[:BATCH_SIZE])
+        (p1, p2), (o1, o2) = first[False], first[True]
+        trace_rows.append(
+            [
+                name,
+                seconds(p1),
+                seconds(o1),
+                ratio(o1, p1),
+                seconds(p2),
+                seconds(o2),
+                seconds(p1 - p2),
+                seconds(o1 - o2),
+            ]
+        )
+        print(f"[{name}] predict first calls: {first}", flush=True)
+
+        calib = calibration_by_predict(build, calibration)
+        calib_rows.append(
+            [
+                name,
+                str(len(calibration)),
+                seconds(calib[False]),
+                seconds(calib[True]),
+                ratio(calib[True], calib[False]),
+                seconds(calib[True] - calib[False]),
+            ]
+        )
+        print(
+            f"[{name}] calibration by predict: {calib}; "
+            f"model total {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+
+    print()
+    print(
+        f"1. fit, seconds per epoch (train+validation steps), batch "
+        f"{BATCH_SIZE}, median of {repeats} epochs after 1 warm-up epoch; "
+        "(ratio to plain). Last column: warm-up epoch, tracing included "
+        "(plain / validation / train / both)."
+    )
+    print_table(
+        [
+            "model",
+            "steps",
+            "plain",
+            "phase=validation",
+            "phase=train",
+            "phase=both",
+            "warm-up epoch",
+        ],
+        fit_rows,
+    )
+    print()
+    print(
+        f"2. predict on one batch of {BATCH_SIZE}, fresh models, seconds: "
+        "first call (tracing included), second call, and first minus "
+        "second (about the tracing)."
+    )
+    print_table(
+        [
+            "model",
+            "plain 1st",
+            "observed 1st",
+            "ratio",
+            "plain 2nd",
+            "observed 2nd",
+            "plain tracing",
+            "observed tracing",
+        ],
+        trace_rows,
+    )
+    print()
+    print(
+        "3. calibration by predict: predict(x) on fresh models, tracing "
+        "included, seconds."
+    )
+    print_table(
+        ["model", "inputs", "plain predict", "observed predict", "ratio", "extra"],
+        calib_rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
