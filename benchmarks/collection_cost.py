@@ -89,7 +89,9 @@ def residual_digits_cnn(seed=0):
     x = keras.layers.ReLU()(keras.layers.Add()([stem, x]))
     side = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(stem)
     x = keras.layers.Concatenate()([x, side])
-    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(
+        32, 3, strides=2, padding="same", activation="relu"
+    )(x)
     y = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
     x = keras.layers.Add()([x, keras.layers.Conv2D(32, 1)(y)])
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -126,7 +128,9 @@ def compiled(build, from_logits):
     model = build(seed=0)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=from_logits
+        ),
     )
     return model
 
@@ -169,8 +173,12 @@ def predict_first_calls(build, batch):
     out = {}
     for observed in (False, True):
         model = fresh(build, observed)
-        first = timed(lambda: model.predict(batch, batch_size=BATCH_SIZE, verbose=0))
-        second = timed(lambda: model.predict(batch, batch_size=BATCH_SIZE, verbose=0))
+        first = timed(
+            lambda: model.predict(batch, batch_size=BATCH_SIZE, verbose=0)
+        )
+        second = timed(
+            lambda: model.predict(batch, batch_size=BATCH_SIZE, verbose=0)
+        )
         out[observed] = (first, second)
     return out
 
@@ -225,7 +233,10 @@ def main():
                 flush=True,
             )
         plain = statistics.median(durations["plain"][1:])
-        row = [name, f"{len(train[0]) // BATCH_SIZE}+{-(-len(val[0]) // BATCH_SIZE)}"]
+        row = [
+            name,
+            f"{len(train[0]) // BATCH_SIZE}+{-(-len(val[0]) // BATCH_SIZE)}",
+        ]
         row.append(seconds(plain))
         for config in PHASES:
             steady = statistics.median(durations[config][1:])
@@ -314,7 +325,14 @@ def main():
         "included, seconds."
     )
     print_table(
-        ["model", "inputs", "plain predict", "observed predict", "ratio", "extra"],
+        [
+            "model",
+            "inputs",
+            "plain predict",
+            "observed predict",
+            "ratio",
+            "extra",
+        ],
         calib_rows,
     )
 
