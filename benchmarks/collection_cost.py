@@ -51,6 +51,7 @@ from sklearn.datasets import load_digits
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import zoo_models  # noqa: E402
+from fit_overhead import EpochTimer  # noqa: E402
 from tables import print_table  # noqa: E402
 
 import keras_quant  # noqa: E402
@@ -60,21 +61,6 @@ BATCH_SIZE = 32
 CALIBRATION_SAMPLES = 200
 PHASES = ("validation", "train", "both")
 MODELS = ("digits", "mobilenet_v2", "efficientnet")
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch, validation included."""
-
-    def __init__(self):
-        super().__init__()
-        self.durations = []
-        self._start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.durations.append(time.perf_counter() - self._start)
 
 
 def residual_digits_cnn(seed=0):
