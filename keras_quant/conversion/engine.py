@@ -44,6 +44,8 @@ from ai_edge_litert import schema_py_generated as schema
 from keras_quant.conversion import integer_io
 from keras_quant.conversion import rewrites
 from keras_quant.errors import ExportError
+from keras_quant.modes import MODES
+from keras_quant.modes import Mode
 from keras_quant.observation.ranges import widen_range
 from keras_quant.runtime import flatbuffer
 
@@ -59,14 +61,13 @@ _FLOAT_IO = (
 class Recipe:
     """How the engine quantizes one mode.
 
+    What the mode itself says (weight bits, whether activations are
+    quantized from ranges, integer input and output) is read from its row
+    of `modes.MODES`, not repeated here.
+
     Attributes:
-        recipe: the ai-edge-quantizer recipe function.
-        weight_bits: bits of the quantized weights (the recipe's are set to
-            it; 4 for the int4 modes).
-        static: whether activations are quantized from ranges (else the
-            recipe quantizes weights only, and needs no ranges).
-        integer_io: integer model inputs and outputs (else float, with
-            QUANTIZE and DEQUANTIZE at the boundary).
+        recipe: the ai-edge-quantizer recipe function; its rules are set to
+            the mode's `weight_bits`.
         float_fallback: ops that touch a tensor with no range stay float
             (else the export is refused, naming the tensor). `int8_only`
             falls back too, so that its contract check refuses the model
@@ -74,21 +75,16 @@ class Recipe:
     """
 
     recipe: str
-    weight_bits: int = 8
-    static: bool = True
-    integer_io: bool = False
     float_fallback: bool = False
 
 
 RECIPES = {
     "int8": Recipe("static_wi8_ai8", float_fallback=True),
-    "int8_only": Recipe("static_wi8_ai8", integer_io=True, float_fallback=True),
+    "int8_only": Recipe("static_wi8_ai8", float_fallback=True),
     "int16x8": Recipe("static_wi8_ai16"),
-    "int4_weights": Recipe(
-        "weight_only_wi4_afp32", weight_bits=4, static=False
-    ),
-    "dynamic_int4": Recipe("dynamic_wi4c_afp32", weight_bits=4, static=False),
-    "int8x4": Recipe("static_wi8_ai8", weight_bits=4, float_fallback=True),
+    "int4_weights": Recipe("weight_only_wi4_afp32"),
+    "dynamic_int4": Recipe("dynamic_wi4c_afp32"),
+    "int8x4": Recipe("static_wi8_ai8", float_fallback=True),
 }
 
 
@@ -132,41 +128,41 @@ def quantize(
         raise ExportError(
             "The engine was given bytes that are not a TFLite model."
         )
-    spec = RECIPES[mode]
+    spec, mode_spec = RECIPES[mode], MODES[Mode(mode)]
     float_tflite = rewrites.apply(float_tflite, mode)
     ranges = {}
-    if spec.static:
+    if mode_spec.needs_ranges:
         ranges = replayed_ranges(float_tflite, sample) if sample else {}
         ranges.update(observed)
     keep_float = list(keep_float)
     if spec.float_fallback:  # ops touching a tensor with no range: float
         keep_float += _ops_without_ranges(float_tflite, ranges)
-    rules = _rules(spec, keep_float, block_size)
+    rules = _rules(spec, mode_spec, keep_float, block_size)
     tflite = _quantize(float_tflite, ranges, rules, sample)
     tflite = rewrites.quantize_unused_outputs(tflite)
     tflite = integer_io.shape_from_integers(tflite)
-    if spec.integer_io and io_dtype == "uint8":
+    if mode_spec.integer_io and io_dtype == "uint8":
         tflite = integer_io.to_uint8_io(tflite)
     _check_runs(tflite)
     return tflite
 
 
-def _rules(spec, keep_float, block_size):
+def _rules(spec, mode_spec, keep_float, block_size):
     """The ai-edge-quantizer recipe of `spec`: its recipe function's rules
-    at `spec.weight_bits` (in blocks of `block_size` input features if
-    given), then the rules keeping ops float."""
+    at the mode's `weight_bits` (in blocks of `block_size` input features
+    if given), then the rules keeping ops float."""
     from ai_edge_quantizer import recipe as recipes
 
     rules = copy.deepcopy(list(getattr(recipes, spec.recipe)()))
     for rule in rules:
         weights = rule.get("op_config", {}).get("weight_tensor_config")
         if weights is not None:
-            weights["num_bits"] = spec.weight_bits
+            weights["num_bits"] = mode_spec.weight_bits
             if block_size is not None:
                 weights["granularity"] = f"BLOCKWISE_{block_size}"
     rules += [_float_rule(pattern) for pattern in FLOAT_ONLY.values()]
     rules += [_float_rule(pattern) for pattern in keep_float]
-    if spec.static and not spec.integer_io:
+    if mode_spec.needs_ranges and not mode_spec.integer_io:
         rules += [dict(rule) for rule in _FLOAT_IO]
     return rules
 
