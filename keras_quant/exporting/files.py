@@ -94,10 +94,20 @@ def write_atomically(filepath, data):
     the private ones of a temporary file. Inside `staged()` the rename
     waits for the end of the block.
     """
-    temporary = temporary_path(filepath)
-    try:
+    with replacing(filepath) as temporary:
         with open(temporary, "wb") as stream:
             stream.write(data)
+
+
+@contextlib.contextmanager
+def replacing(filepath):
+    """Yields a temporary path beside `filepath` for the block to write;
+    `commit`s it when the block ends normally, removes it otherwise.
+
+    For writers that want a path, not bytes (Keras's `save`)."""
+    temporary = temporary_path(filepath)
+    try:
+        yield temporary
     except BaseException:
         remove(temporary)
         raise
@@ -106,7 +116,8 @@ def write_atomically(filepath, data):
 
 def temporary_path(filepath):
     """A new, empty temporary file beside `filepath`, with its suffix (Keras
-    requires `.keras`); its path. Pass it to `commit` once written."""
+    requires `.keras`); its path. Pass it to `commit` once written
+    (`replacing` does both)."""
     folder = os.path.dirname(os.path.abspath(filepath))
     suffix = ".tmp" + os.path.splitext(os.fspath(filepath))[1]
     handle, temporary = tempfile.mkstemp(

@@ -76,13 +76,8 @@ def save_checkpoint(model, keras_path, save_keras):
     keras_path = os.fspath(keras_path)
     files.check_filepath(keras_path, checkpoint.KERAS_SUFFIX)
     with files.staged():
-        temporary = files.temporary_path(keras_path)
-        try:
+        with files.replacing(keras_path) as temporary:
             save_keras(temporary)
-        except BaseException:
-            files.remove(temporary)
-            raise
-        files.commit(temporary, keras_path)
         if model.save_modes:
             export_beside(
                 model, keras_path, model.save_modes, report=model.save_report
