@@ -151,6 +151,7 @@ IO_DTYPES = ("int8", "uint8")
 
 AUTO = "auto"  # the mode that chooses among the others (`TARGETS`)
 KEEP_FLOAT = "int8+float layers"  # auto's step between int8 and dynamic
+KEEP_8BIT = "int8x4+8-bit layers"  # auto's step between int4 and int8
 
 TARGETS = {
     "cpu": (
@@ -163,10 +164,12 @@ TARGETS = {
     ),
     "gpu": (Mode.FLOAT16, Mode.FLOAT32),
     "integer_only": (Mode.INT8_ONLY,),
-    # The smallest file: int4 weights first (integer compute, then float).
+    # The smallest file: int4 weights first (integer compute, then float),
+    # then int4 with the layers 4 bits hurt most at 8 bits.
     "size": (
         Mode.INT8X4,
         Mode.DYNAMIC_INT4,
+        KEEP_8BIT,
         Mode.INT8,
         KEEP_FLOAT,
         Mode.DYNAMIC,

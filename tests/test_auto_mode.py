@@ -182,6 +182,56 @@ def test_size_target_takes_int4_weights_within_budget(
     assert result.size_bytes < int8.size_bytes
 
 
+@pytest.mark.slow
+def test_size_target_keeps_the_layers_4_bits_hurt_at_8_bits(
+    trained_cnn, digits, tmp_path
+):
+    """When int8x4 and dynamic_int4 miss the budget, int8x4 is tried with
+    the weighted layers at 8 bits, one more at a time in the order
+    `analyze(mode="int8x4")` ranks them; the first mix within the budget
+    is written, smaller than int8."""
+    model = keras_quant.observe(loss_only(trained_cnn))
+    model.evaluate(*digits["val"], verbose=0)
+    ranking = keras_quant.analyze(
+        model, digits["val"], mode="int8x4"
+    ).layers_to_keep()
+
+    def drop(mode, keep_8bit=()):
+        found = keras_quant.export(
+            model,
+            tmp_path / "probe.tflite",
+            mode,
+            keep_8bit=keep_8bit,
+            validation_data=digits["val"],
+        )
+        loss = found.quantized_metrics["loss"] / found.float_metrics["loss"]
+        return 100 * (loss - 1)
+
+    plain = min(drop("int8x4"), drop("dynamic_int4"))
+    mixed = drop("int8x4", ranking[:1])
+    assert mixed < plain  # the first-ranked layer at 8 bits helps
+    budget = (mixed + plain) / 2
+    result = export_auto(
+        model,
+        tmp_path / "auto.tflite",
+        digits["val"],
+        target="size",
+        max_accuracy_drop=budget,
+    )
+    trials = result.selection.trials
+    assert [t.label for t in trials] == [
+        "int8x4",
+        "dynamic_int4",
+        f"int8x4 + 8-bit {ranking[:1]}",
+    ]
+    chosen = result.selection.chosen
+    assert chosen is trials[-1] and chosen.drop == pytest.approx(mixed)
+    assert result.mode is Mode.INT8X4 and result.keep_8bit == (ranking[0],)
+    int8 = len(conversion.convert(model, "int8"))
+    assert trials[0].size_bytes < result.size_bytes < int8
+    assert f"8-bit layers cost: {ranking[0]} +" in result.selection.reason
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -247,7 +297,7 @@ def test_reason_lists_what_each_float_layer_cost():
     )
     found = selection._explain("cpu", budget, trials)
     assert found.chosen is trials[-1]
-    costs = found.float_layer_costs()
+    costs = found.kept_layer_costs()
     assert [(layer, size) for layer, size, _ in costs] == [
         ("a", 512),
         ("c", 256),

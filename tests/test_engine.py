@@ -1,6 +1,8 @@
 """The quantization engine on layers the fake-quant route could not hold:
 ranges mapped by name, a replay sample for the tensors inside layers."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import pytest
 import keras_quant
 from keras_quant.conversion import engine
 from keras_quant.conversion import graphs
+from keras_quant.conversion import scopes
 from keras_quant.conversion import tensor_map
 from keras_quant.conversion.converter import run_converter
 from keras_quant.runtime import inspection
@@ -127,4 +130,23 @@ def test_observed_ranges_land_on_the_tensors_that_hold_them(calibrated_cnn):
     tflite = engine.quantize(float_tflite, ranges, None, "int8")
     tensors = {t.name: t for t in inspection.summarize(tflite).tensors.values()}
     low, high = points[relu]
-    assert np.isclose(tensors[fused[0]].scales[0], (high - low) / 255)
+    fused_name = scopes.unscoped(fused[0])  # the file names it unscoped
+    assert np.isclose(tensors[fused_name].scales[0], (high - low) / 255)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16x8", "dynamic_int4"])
+def test_exported_names_carry_no_engine_scopes(calibrated_cnn, mode, tmp_path):
+    """The `kq_op<i>` scopes only map ranges to tensors: the exported
+    file names its tensors after the Keras layers, each name once."""
+    result = keras_quant.export(calibrated_cnn, tmp_path / "m.tflite", mode)
+    names = [t.name for t in inspection.summarize(result.path).tensors.values()]
+    assert not [name for name in names if "kq_op" in name]
+    assert len(set(names)) == len(names)
+    weighted = {
+        graphs.layer_name(layer)
+        for layer in calibrated_cnn.layers
+        if getattr(graphs.unsplit(layer), "kernel", None) is not None
+    }
+    # TensorFlow enters a layer's scope as `<layer>_1` inside a function.
+    parts = {re.sub(r"_1$", "", p) for n in names for p in re.split("[/;]", n)}
+    assert weighted and weighted <= parts

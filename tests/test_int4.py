@@ -7,6 +7,9 @@ import pytest
 
 import keras_quant
 from keras_quant.cli import main as cli_main
+from keras_quant.conversion import graphs
+from keras_quant.measurement import sensitivity
+from keras_quant.modes import Mode
 from keras_quant.runtime import inspection
 from keras_quant.runtime import litert
 from tests.conftest import compile_classifier
@@ -137,3 +140,83 @@ def test_command_line_writes_and_shows_blocks(observed, tmp_path, capsys):
     code = cli_main(["inspect", str(tmp_path / "m.tflite")])
     out = capsys.readouterr().out
     assert code == 0 and "int4" in out and "in blocks of 32" in out
+    layer = sensitivity.weighted_layers(observed)[0]
+    code = cli_main(
+        [
+            "export",
+            str(tmp_path / "m.keras"),
+            "--mode",
+            "int8x4",
+            "--keep-8bit",
+            layer,
+            "-o",
+            str(tmp_path / "k.tflite"),
+        ]
+    )
+    assert code == 0 and f"8-bit layers ['{layer}']" in capsys.readouterr().out
+
+
+def test_keep_8bit_keeps_the_named_layers_weights_int8(observed, tmp_path):
+    """A mixed file: the kept layer's weights int8 per channel, the others
+    int4; its size falls between the two."""
+    layers = sensitivity.weighted_layers(observed)
+    assert len(layers) == 3
+    plain = keras_quant.export(observed, tmp_path / "p.tflite", "int8x4")
+    mixed = keras_quant.export(
+        observed, tmp_path / "m.tflite", "int8x4", keep_8bit=[layers[-1]]
+    )
+    int8 = keras_quant.export(observed, tmp_path / "i.tflite", "int8")
+    assert mixed.keep_8bit == (layers[-1],)
+    assert len(int4_weights(mixed.path)) == 2
+    tensors = inspection.summarize(mixed.path).tensors.values()
+    kept = [t for t in tensors if layers[-1] in t.name and t.dtype == "int8"]
+    assert any(len(t.scales) == 10 for t in kept)  # per channel
+    assert plain.size_bytes < mixed.size_bytes < int8.size_bytes
+    assert inspection.spec_violations(mixed.path) == []
+    assert "8-bit ['" in mixed.label
+
+
+@pytest.mark.parametrize(
+    "mode, keep_8bit, message",
+    [
+        ("int8", ["dense"], "`keep_8bit` keeps layers at 8 bits"),
+        ("dynamic_int4", ["nope"], "does not have: \\['nope'\\]"),
+    ],
+)
+def test_bad_keep_8bit(observed, tmp_path, mode, keep_8bit, message):
+    with pytest.raises(ValueError, match=message):
+        keras_quant.export(
+            observed, tmp_path / "m.tflite", mode, keep_8bit=keep_8bit
+        )
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def output_error(observed, path, x):
+    """Relative error of a `.tflite` file's outputs against float."""
+    expected = graphs.float_graph(observed).predict(x, verbose=0)
+    found = keras_quant.run_tflite(path, x)
+    return np.linalg.norm(found - expected) / np.linalg.norm(expected)
+
+
+def test_analyze_ranks_layers_for_keep_8bit(observed, digits, tmp_path):
+    """In a 4-bit mode, `analyze` measures each weighted layer kept at 8
+    bits; keeping the first it ranks lowers the exported model's error."""
+    x = digits["val"][0]
+    found = keras_quant.analyze(observed, x, mode="int8x4")
+    assert found.mode is Mode.INT8X4
+    assert {g.layer for g in found.layers} == set(
+        sensitivity.weighted_layers(observed)
+    )
+    assert "layer kept 8-bit" in found.table()
+    best = found.layers_to_keep()[0]
+    plain = keras_quant.export(observed, tmp_path / "p.tflite", "int8x4")
+    kept = keras_quant.export(
+        observed, tmp_path / "k.tflite", "int8x4", keep_8bit=[best]
+    )
+    assert output_error(observed, kept.path, x) < output_error(
+        observed, plain.path, x
+    )
+    with pytest.raises(ValueError, match="layers_to_keep"):
+        found.layers_to_keep_float()
+    with pytest.raises(ValueError, match="mode='float16'"):
+        keras_quant.analyze(observed, x, mode="float16")

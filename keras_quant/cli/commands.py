@@ -32,6 +32,8 @@ def run_export(args):
         paths,
         io_dtype=args.io_dtype,
         block_size=args.block_size,
+        keep_float=args.keep_float or (),
+        keep_8bit=args.keep_8bit or (),
         validation_data=validation,
         max_accuracy_drop=args.max_accuracy_drop,
         target=args.target,

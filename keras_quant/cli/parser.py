@@ -111,6 +111,19 @@ def _add_export(commands):
         "(default: one scale per output channel)",
     )
     command.add_argument(
+        "--keep-float",
+        action="append",
+        metavar="LAYER",
+        help="for int8: a layer whose ops stay float (repeatable)",
+    )
+    command.add_argument(
+        "--keep-8bit",
+        action="append",
+        metavar="LAYER",
+        help="for a mode with 4-bit weights: a layer whose weights stay "
+        "int8 (repeatable)",
+    )
+    command.add_argument(
         "--max-accuracy-drop",
         type=NUMBERS["drop"],
         help="for --mode auto: points (or percent for a loss-like metric)",

@@ -54,6 +54,8 @@ def describe(result):
     )
     if result.keep_float:
         line += f", float layers {list(result.keep_float)}"
+    if result.keep_8bit:
+        line += f", 8-bit layers {list(result.keep_8bit)}"
     if result.quantized_metrics:
         metrics = ", ".join(
             f"{name} {result.float_metrics[name]:.4f} -> {value:.4f}"

@@ -62,19 +62,48 @@ def check_model(model):
 
 def check_keep_float(model, mode, keep_float):
     """`keep_float` as a tuple of known layer names, or raises ValueError."""
-    if isinstance(keep_float, str):
-        keep_float = [keep_float]
-    keep_float = tuple(dict.fromkeys(keep_float or ()))
-    if not keep_float:
-        return ()
-    if mode is not Mode.INT8:
+    keep_float = _layer_names(keep_float)
+    if keep_float and mode is not Mode.INT8:
         raise ValueError(
             "`keep_float` needs mode='int8', the one mode where float ops "
             f"may sit between quantized ones. Received: mode={mode.value!r}."
         )
+    return _check_layers(model, "keep_float", keep_float)
+
+
+def check_keep_8bit(model, mode, keep_8bit):
+    """`keep_8bit` as a tuple of known layer names, or raises ValueError.
+
+    `keep_8bit` names the layers whose weights stay int8 in a mode that
+    stores the others in 4 bits.
+    """
+    keep_8bit = _layer_names(keep_8bit)
+    if keep_8bit and MODES[mode].weight_bits != 4:
+        four_bit = [
+            m.value for m, spec in MODES.items() if spec.weight_bits == 4
+        ]
+        raise ValueError(
+            "`keep_8bit` keeps layers at 8 bits in a mode with 4-bit "
+            f"weights: one of {four_bit}. Received: mode={mode.value!r}."
+        )
+    return _check_layers(model, "keep_8bit", keep_8bit)
+
+
+def _layer_names(names):
+    """`names` (one name or several) as a tuple without repeats."""
+    if isinstance(names, str):
+        names = [names]
+    return tuple(dict.fromkeys(names or ()))
+
+
+def _check_layers(model, option, names):
+    """`names`, if they are layers of Keras 3 `model`; else ValueError
+    naming `option`."""
+    if not names:
+        return ()
     if tfmot_interop.is_tf_keras_model(model):
         raise ValueError(
-            "`keep_float` needs a Keras 3 model; tfmot decides what a "
+            f"`{option}` needs a Keras 3 model; tfmot decides what a "
             "tf_keras model quantizes (`quantize_annotate_layer`)."
         )
     known = {
@@ -82,13 +111,13 @@ def check_keep_float(model, mode, keep_float):
         for op in graph_lib.trace(model).ops
         if not isinstance(op.layer, Observer)
     }
-    unknown = [name for name in keep_float if name not in known]
+    unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(
-            f"`keep_float` names layers that model '{model.name}' does not "
+            f"`{option}` names layers that model '{model.name}' does not "
             f"have: {unknown}. Its layers are: {sorted(known)}."
         )
-    return keep_float
+    return names
 
 
 def check_contract(tflite, mode):

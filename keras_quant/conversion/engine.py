@@ -43,6 +43,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from keras_quant.conversion import integer_io
 from keras_quant.conversion import rewrites
+from keras_quant.conversion import scopes
 from keras_quant.errors import ExportError
 from keras_quant.modes import MODES
 from keras_quant.modes import Mode
@@ -104,6 +105,7 @@ def quantize(
     keep_float=(),
     io_dtype=None,
     block_size=None,
+    keep_8bit=(),
 ):
     """Quantizes a float `.tflite` from ranges; returns the bytes.
 
@@ -118,6 +120,8 @@ def quantize(
         io_dtype: for `int8_only`, `"int8"` (default) or `"uint8"`.
         block_size: for `dynamic_int4`, input features per weight scale
             (None: one scale per output channel).
+        keep_8bit: regular expressions of output-tensor names whose ops
+            keep int8 weights, per channel, in a mode with 4-bit weights.
 
     Raises:
         ExportError: a tensor has no range (`int8_only`, `int16x8`), or
@@ -137,29 +141,30 @@ def quantize(
     keep_float = list(keep_float)
     if spec.float_fallback:  # ops touching a tensor with no range: float
         keep_float += _ops_without_ranges(float_tflite, ranges)
-    rules = _rules(spec, mode_spec, keep_float, block_size)
+    rules = _rules(spec, mode_spec, keep_float, block_size, keep_8bit)
     tflite = _quantize(float_tflite, ranges, rules, sample)
     tflite = rewrites.quantize_unused_outputs(tflite)
     tflite = integer_io.shape_from_integers(tflite)
     if mode_spec.integer_io and io_dtype == "uint8":
         tflite = integer_io.to_uint8_io(tflite)
+    tflite = scopes.without_scopes(tflite)
     _check_runs(tflite)
     return tflite
 
 
-def _rules(spec, mode_spec, keep_float, block_size):
+def _rules(spec, mode_spec, keep_float, block_size, keep_8bit=()):
     """The ai-edge-quantizer recipe of `spec`: its recipe function's rules
     at the mode's `weight_bits` (in blocks of `block_size` input features
-    if given), then the rules keeping ops float."""
+    if given), the same rules at 8 bits per channel for the ops matching
+    `keep_8bit`, then the rules keeping ops float (ai-edge-quantizer lets
+    a later rule override an earlier one for the ops it matches)."""
     from ai_edge_quantizer import recipe as recipes
 
-    rules = copy.deepcopy(list(getattr(recipes, spec.recipe)()))
-    for rule in rules:
-        weights = rule.get("op_config", {}).get("weight_tensor_config")
-        if weights is not None:
-            weights["num_bits"] = mode_spec.weight_bits
-            if block_size is not None:
-                weights["granularity"] = f"BLOCKWISE_{block_size}"
+    granularity = None if block_size is None else f"BLOCKWISE_{block_size}"
+    base = list(getattr(recipes, spec.recipe)())
+    rules = _with_weights(base, mode_spec.weight_bits, granularity)
+    for pattern in keep_8bit:
+        rules += _with_weights(base, 8, "CHANNELWISE", regex=pattern)
     rules += [_float_rule(pattern) for pattern in FLOAT_ONLY.values()]
     rules += [_float_rule(pattern) for pattern in keep_float]
     if mode_spec.needs_ranges and not mode_spec.integer_io:
@@ -211,6 +216,20 @@ def _ops_without_ranges(float_tflite, ranges):
             ):
                 patterns.append(output_named(names[op.outputs[0]]))
     return patterns
+
+
+def _with_weights(rules, bits, granularity=None, **changes):
+    """Copies of `rules` whose weights take `bits` (and `granularity` if
+    given), with `changes` (e.g. another `regex`) applied to each."""
+    copies = []
+    for rule in copy.deepcopy(rules):
+        weights = rule.get("op_config", {}).get("weight_tensor_config")
+        if weights is not None:
+            weights["num_bits"] = bits
+            if granularity is not None:
+                weights["granularity"] = granularity
+        copies.append({**rule, **changes})
+    return copies
 
 
 def _float_rule(pattern):
@@ -332,10 +351,3 @@ def output_named(name):
     ai-edge-quantizer matches an op's output names joined by `;`, with a
     `;` at the end."""
     return rf"^{re.escape(name)};"
-
-
-def escape_scope(scope):
-    """A regular expression matching the ops with a part computed inside
-    `scope`: any of the `;`-joined names of their output tensor (a fused
-    Conv + BatchNormalization + ReLU is one op, float if any part is)."""
-    return rf"(^|[/;]){re.escape(scope)}(_\d+)?/"

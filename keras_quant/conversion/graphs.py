@@ -8,6 +8,7 @@ layers), so the converter sees the same weights.
 
 import keras
 
+from keras_quant.conversion import scopes
 from keras_quant.graph import decomposition
 from keras_quant.graph import trace as graph_lib
 from keras_quant.observation.layers import FakeQuant
@@ -77,10 +78,6 @@ def float_graph(model):
     return _rebuild(model, call_op)
 
 
-# The name scope of op `i` of a scoped float graph.
-OP_SCOPE = "kq_op{}"
-
-
 def scoped_float_graph(model):
     """The float graph with every layer call in a numbered name scope.
 
@@ -94,7 +91,7 @@ def scoped_float_graph(model):
 
     Returns:
         `(keras model, ops)`: `ops[i]` is the traced op called in scope
-        `OP_SCOPE.format(i)`.
+        `scopes.name(i)`.
     """
     ops = []
 
@@ -107,7 +104,7 @@ def scoped_float_graph(model):
             # functional graph) take constants as positional arguments,
             # which a layer call refuses: they run unscoped, and their
             # tensors take replayed ranges.
-            layer = NameScope(layer, OP_SCOPE.format(len(ops)))
+            layer = NameScope(layer, scopes.name(len(ops)))
             ops.append(op)
         if isinstance(op.layer, Split):
             return layer(*args)

@@ -1,33 +1,30 @@
 """Which TFLite tensor each observed range belongs to.
 
 The float model is converted from `graphs.scoped_float_graph`, where op
-`i` runs in name scope `kq_op<i>`; a TFLite tensor's name starts with the
-scope of the op that computes it (fused ops are joined by `;`, the last
-one first). The last tensor of an op's scope is that op's output, which
-takes the range of the observer after the op. Model inputs and outputs are
-matched by position. Tensors inside a layer (LayerNormalization's mean,
-attention scores, ...) match no observer: the engine finds their ranges by
-replay.
+`i` runs in name scope `kq_op<i>` (`scopes`); a TFLite tensor's name
+starts with the scope of the op that computes it (fused ops are joined by
+`;`, the last one first). The last tensor of an op's scope is that op's
+output, which takes the range of the observer after the op. Model inputs
+and outputs are matched by position. Tensors inside a layer
+(LayerNormalization's mean, attention scores, ...) match no observer: the
+engine finds their ranges by replay.
 """
 
-import re
-
 from keras_quant.conversion import engine
+from keras_quant.conversion import scopes
 from keras_quant.conversion.graphs import layer_name
 from keras_quant.graph import trace as graph_lib
 from keras_quant.observation.observers import Observer
 from keras_quant.runtime import flatbuffer
 from keras_quant.runtime import litert
 
-_SCOPE = re.compile(r"(?:^|[/;])kq_op(\d+)(?:_\d+)?/")
-
 
 def scopes_with_ops(float_tflite):
     """The scope numbers that some op's output tensor names."""
     return {
-        int(number)
+        number
         for name in _op_output_names(float_tflite)
-        for number in _SCOPE.findall(name)
+        for number in scopes.numbers(name)
     }
 
 
@@ -44,9 +41,9 @@ def observed_ranges(float_tflite, model, ops):
     runner = litert.interpreter(float_tflite)
     outputs = {}
     for name in _op_output_names(float_tflite):
-        match = _SCOPE.search(name.split(";")[0])
-        if match:
-            outputs[int(match.group(1))] = name
+        number = scopes.first_number(name)
+        if number is not None:
+            outputs[number] = name
     # An op computing a model output may end outside its scope (TensorFlow
     # names outputs `Identity`): its last scoped tensor is then an inner
     # one. Outputs are matched by position below instead.

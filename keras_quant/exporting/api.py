@@ -109,6 +109,7 @@ def export(
     target=None,
     report_dir=None,
     block_size=None,
+    keep_8bit=(),
 ):
     """Writes `model` as a `.tflite` file in one quantization mode.
 
@@ -147,6 +148,10 @@ def export(
         block_size: for `"dynamic_int4"`: 32, 64, 128 or 256 input
             features share one weight scale (it must divide each Dense
             layer's input size). Defaults to one scale per output channel.
+        keep_8bit: names of layers whose weights stay int8 (per channel)
+            in a mode with 4-bit weights (`"int4_weights"`,
+            `"dynamic_int4"`, `"int8x4"`): the layers 4 bits hurt most (see
+            `analyze(..., mode=...)`).
 
     Returns:
         An `ExportResult`; None on a worker of a multi-worker strategy
@@ -154,8 +159,8 @@ def export(
 
     Raises:
         ValueError: unknown mode, bad `io_dtype`, a path not ending in
-            `.tflite`, or `keep_float` naming unknown layers or used with
-            another mode than `int8`.
+            `.tflite`, or `keep_float` (`keep_8bit`) naming unknown layers
+            or used with another mode than `int8` (a 4-bit mode).
         UnsupportedModelError: not a Functional or Sequential Keras model.
         NotCalibratedError: a range-based mode on a model without ranges.
         NonFiniteActivationError: observers saw NaN or Inf values.
@@ -183,6 +188,7 @@ def export(
         target=target,
         report_dir=report_dir,
         block_size=block_size,
+        keep_8bit=keep_8bit,
     )
     results = run(model, plan)
     return results[0] if results else None  # None: not the chief

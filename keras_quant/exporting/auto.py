@@ -3,18 +3,22 @@
 `TARGETS` lists, per deployment target, the steps to try, smallest and
 fastest first. Each step converts the model, measures its size, its
 single-thread latency and its accuracy on the validation data in LiteRT,
-and the first one within the accuracy budget is written. One step is not a
-mode: `KEEP_FLOAT` is `int8` with layers kept in float, one more at a
-time, in the order of what keeping each alone float gains
-(`keras_quant.analyze`), skipping a layer that would make the model no
-smaller than float16.
+and the first one within the accuracy budget is written. Two steps are not
+modes but mixes, tried one more layer at a time in the order of what
+keeping each layer alone apart gains (`keras_quant.analyze`):
+
+- `KEEP_FLOAT`: `int8` with layers kept in float, skipping a layer that
+  would make the model no smaller than float16;
+- `KEEP_8BIT`: `int8x4` with layers whose weights stay int8, skipping a
+  layer that would make the model no smaller than `int8`.
 
 | target         | steps                                                   |
 |----------------|---------------------------------------------------------|
 | `cpu`          | int8, int8+float layers, dynamic, int16x8, float16, fp32 |
 | `gpu`          | float16, float32                                        |
 | `integer_only` | int8_only                                               |
-| `size`         | int8x4, dynamic_int4, then as `cpu` without int16x8      |
+| `size`         | int8x4, dynamic_int4, int8x4+8-bit layers, then as `cpu`  |
+|                | without int16x8                                         |
 """
 
 import dataclasses
@@ -29,9 +33,11 @@ from keras_quant.errors import ExportError
 from keras_quant.errors import KerasQuantError
 from keras_quant.exporting import files
 from keras_quant.exporting.result import ExportResult
+from keras_quant.exporting.result import layer_options_label
 from keras_quant.exporting.single import float32_size_of
 from keras_quant.measurement import evaluation
 from keras_quant.measurement import sensitivity
+from keras_quant.modes import KEEP_8BIT
 from keras_quant.modes import KEEP_FLOAT
 from keras_quant.modes import MODES
 from keras_quant.modes import TARGETS
@@ -83,6 +89,7 @@ class Trial:
     Attributes:
         mode: the `Mode` converted.
         keep_float: layers kept in float (`int8` only).
+        keep_8bit: layers whose weights stay int8 (`int8x4` only).
         size_bytes: size of the `.tflite` model, or None if it failed.
         metric: the budget's metric in LiteRT, or None.
         drop: `Budget.drop(metric)`, or None.
@@ -99,12 +106,18 @@ class Trial:
     latency_us: float = None
     within_budget: bool = False
     note: str = None
+    keep_8bit: tuple = ()
 
     @property
     def label(self):
-        if not self.keep_float:
-            return self.mode.value
-        return f"{self.mode.value} + float {list(self.keep_float)}"
+        return layer_options_label(self.mode, self.keep_float, self.keep_8bit)
+
+    @property
+    def kept(self):
+        """The layers kept apart: `(option name, layers)`."""
+        if self.keep_8bit:
+            return "keep_8bit", self.keep_8bit
+        return "keep_float", self.keep_float
 
     def to_dict(self):
         return {**dataclasses.asdict(self), "mode": self.mode.value}
@@ -143,22 +156,25 @@ class Selection:
             )
         return text.table(rows)
 
-    def float_layer_costs(self):
-        """What each layer the chosen model keeps float costs, measured.
+    def kept_layer_costs(self):
+        """What each layer the chosen model keeps apart (float, or 8-bit
+        weights) costs, measured.
 
         Returns:
             `[(layer, added bytes, added µs)]`: each difference is between
-            the trial that added the layer and the one before it (plain
-            int8 for the first).
+            the trial that added the layer and the one before it (the plain
+            mode for the first).
         """
-        accepted = [
-            t for t in self.trials if t.mode is Mode.INT8 and not t.note
-        ]
-        by_layers = {t.keep_float: t for t in accepted}
+        option, kept = self.chosen.kept
+        by_layers = {
+            t.kept[1]: t
+            for t in self.trials
+            if t.mode is self.chosen.mode and not t.note
+        }
         costs = []
-        for count, layer in enumerate(self.chosen.keep_float, start=1):
-            after = by_layers[self.chosen.keep_float[:count]]
-            before = by_layers[self.chosen.keep_float[: count - 1]]
+        for count, layer in enumerate(kept, start=1):
+            after = by_layers[kept[:count]]
+            before = by_layers[kept[: count - 1]]
             costs.append(
                 (
                     layer,
@@ -174,9 +190,9 @@ class Selection:
             "budget": dataclasses.asdict(self.budget),
             "trials": [t.to_dict() for t in self.trials],
             "chosen": self.chosen.to_dict(),
-            "float_layer_costs": [
+            "kept_layer_costs": [
                 {"layer": layer, "bytes": size, "latency_us": latency}
-                for layer, size, latency in self.float_layer_costs()
+                for layer, size, latency in self.kept_layer_costs()
             ],
             "reason": self.reason,
         }
@@ -200,23 +216,23 @@ class _Search:
     sizes: dict = dataclasses.field(default_factory=dict)
     converted: dict = dataclasses.field(default_factory=dict)
 
-    def float16_size(self):
-        """The model's size as float16, converted once."""
-        if "float16" not in self.sizes:
-            self.sizes["float16"] = len(
-                conversion.convert(self.model, Mode.FLOAT16)
-            )
-        return self.sizes["float16"]
+    def size_of(self, mode):
+        """The model's size in `mode`, converted once."""
+        if mode not in self.sizes:
+            self.sizes[mode] = len(conversion.convert(self.model, mode))
+        return self.sizes[mode]
 
-    def measure(self, mode, keep_float=()):
+    def measure(self, mode, keep_float=(), keep_8bit=()):
         """Converts and measures one candidate; never raises for the
         model's own failures (they become the trial's note)."""
         io_dtype = (self.io_dtype or "int8") if MODES[mode].integer_io else None
         try:
             conversion.ranges_for(self.model, mode)
-            tflite = conversion.convert(self.model, mode, io_dtype, keep_float)
+            tflite = conversion.convert(
+                self.model, mode, io_dtype, keep_float, keep_8bit=keep_8bit
+            )
         except KerasQuantError as error:
-            return Trial(mode, keep_float, note=str(error))
+            return Trial(mode, keep_float, note=str(error), keep_8bit=keep_8bit)
         predictions = litert.run(tflite, self.x, batch_size=self.batch_size)
         value = evaluation.metrics_from_predictions(
             self.model, self.y, predictions
@@ -231,43 +247,70 @@ class _Search:
             drop=drop,
             latency_us=1e6 * litert.latency(tflite, sample, runs=100),
             within_budget=drop <= self.budget.max_drop,
+            keep_8bit=tuple(keep_8bit),
         )
         self.converted[_key(trial)] = (tflite, predictions)
         return trial
 
 
 def _key(trial):
-    return (trial.mode, trial.keep_float)
+    return (trial.mode, trial.keep_float, trial.keep_8bit)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Mix:
+    """A step of layers kept apart from a mode, one more at a time.
+
+    Attributes:
+        mode: the mode the others take.
+        option: the `convert` option naming the kept layers.
+        limit: the mode a mix must stay smaller than (else the layer is
+            skipped: that mode, a later step, keeps every layer so).
+    """
+
+    mode: Mode
+    option: str
+    limit: Mode
+
+
+MIXES = {
+    KEEP_FLOAT: _Mix(Mode.INT8, "keep_float", Mode.FLOAT16),
+    KEEP_8BIT: _Mix(Mode.INT8X4, "keep_8bit", Mode.INT8),
+}
 
 
 def _run_step(search, step):
     """The trials of one step of a target's list."""
-    if step is KEEP_FLOAT:
-        return _try_keeping_float(search)
+    if step in MIXES:
+        return _try_mix(search, MIXES[step])
     return [search.measure(step)]
 
 
-def _try_keeping_float(search):
-    """int8 with layers kept float, one more at a time, in the order of
-    what each gains alone, until the budget is met. A layer that would make
-    the model no smaller than float16 is skipped: float16 keeps every layer
-    at that size."""
+def _try_mix(search, mix):
+    """`mix.mode` with layers kept apart, one more at a time, in the order
+    of what each gains alone, until the budget is met. A layer that would
+    make the model no smaller than `mix.limit` is skipped, and the mix that
+    would keep every layer apart is not tried."""
     try:
-        ranking = sensitivity.analyze(
-            search.model, search.x, batch_size=search.batch_size
-        ).layers_to_keep_float()
+        analysis = sensitivity.analyze(
+            search.model, search.x, batch_size=search.batch_size, mode=mix.mode
+        )
     except KerasQuantError as error:
-        return [Trial(Mode.INT8, note=str(error))]
-    limit = search.float16_size()
+        return [Trial(mix.mode, note=str(error))]
+    limit = search.size_of(mix.limit)
+    # Every measured layer kept apart is `mix.limit` or worse: not tried.
+    measured = {gain.layer for gain in analysis.layers}
     trials, kept = [], []
-    for layer in ranking:
-        trial = search.measure(Mode.INT8, [*kept, layer])
+    for layer in analysis.layers_to_keep():
+        if measured <= {*kept, layer}:
+            break
+        trial = search.measure(mix.mode, **{mix.option: [*kept, layer]})
         if trial.size_bytes is not None and trial.size_bytes >= limit:
             trial = dataclasses.replace(
                 trial,
                 within_budget=False,
                 note=f"{trial.size_bytes / 1024:.1f} KB, no smaller than "
-                f"float16 ({limit / 1024:.1f} KB)",
+                f"{mix.limit.value} ({limit / 1024:.1f} KB)",
             )
         else:
             kept.append(layer)
@@ -340,6 +383,7 @@ def export_auto(model, destination, plan, shared):
             float_predictions, predictions
         ),
         keep_float=chosen.keep_float,
+        keep_8bit=chosen.keep_8bit,
         selection=selection,
     )
 
@@ -393,15 +437,16 @@ def _explain(target, budget, trials):
         f"{chosen.size_bytes / 1024:.1f} KB, {chosen.latency_us:.1f} µs."
     )
     selection = Selection(target, budget, trials, chosen, reason)
-    costs = selection.float_layer_costs()
+    costs = selection.kept_layer_costs()
     if not costs:
         return selection
     listed = ", ".join(
         f"{layer} {size / 1024:+.1f} KB {latency:+.1f} µs"
         for layer, size, latency in costs
     )
+    kind = "Float" if chosen.keep_float else "8-bit"
     return dataclasses.replace(
-        selection, reason=f"{reason} Float layers cost: {listed}."
+        selection, reason=f"{reason} {kind} layers cost: {listed}."
     )
 
 
@@ -415,6 +460,5 @@ def _outcome(trial, budget):
 
 def _order(target):
     return ", ".join(
-        KEEP_FLOAT if step is KEEP_FLOAT else step.value
-        for step in TARGETS[target]
+        step if step in MIXES else step.value for step in TARGETS[target]
     )

@@ -48,6 +48,8 @@ class ExportPlan:
         validation_data: `(x, y)` or a dataset to measure on, or None.
         batch_size: batch size for measuring.
         keep_float: layers kept float (`int8` only).
+        keep_8bit: layers whose weights stay int8 (modes with 4-bit
+            weights only).
         choice: the `Choice` of an `"auto"` destination, else None.
         report_dir: folder for `report.json` and `report.html`, or None.
         block_size: input features per weight scale (`dynamic_int4`), or
@@ -58,6 +60,7 @@ class ExportPlan:
     validation_data: object = None
     batch_size: int = 256
     keep_float: tuple = ()
+    keep_8bit: tuple = ()
     choice: Choice = None
     report_dir: str = None
     block_size: int = None
@@ -75,6 +78,7 @@ def plan_export(
     target=None,
     report_dir=None,
     block_size=None,
+    keep_8bit=(),
 ):
     """Validates an export request; returns its `ExportPlan`.
 
@@ -83,13 +87,14 @@ def plan_export(
         filepaths: `{mode: filepath}`; modes as `Mode`s, their names or
             `"auto"`.
         io_dtype, validation_data, batch_size, keep_float,
-        max_accuracy_drop, target, report_dir, block_size: as for
-            `keras_quant.export`.
+        max_accuracy_drop, target, report_dir, block_size, keep_8bit: as
+            for `keras_quant.export`.
 
     Raises:
         ValueError: an unknown mode or target, a path not ending in
             `.tflite`, `io_dtype` without an integer-I/O mode, `keep_float`
-            outside a single `int8` export, `max_accuracy_drop` or `target`
+            outside a single `int8` export, `keep_8bit` outside a single
+            export with 4-bit weights, `max_accuracy_drop` or `target`
             without `"auto"`, or `"auto"` without what it measures with.
         UnsupportedModelError: a model keras-quant cannot trace.
         UnwritablePathError: a destination is a folder, or its folder (or
@@ -119,7 +124,12 @@ def plan_export(
         destinations=destinations,
         validation_data=validation_data,
         batch_size=batch_size,
-        keep_float=_keep_float(model, modes, keep_float),
+        keep_float=_layer_option(
+            model, modes, "keep_float", keep_float, checks.check_keep_float
+        ),
+        keep_8bit=_layer_option(
+            model, modes, "keep_8bit", keep_8bit, checks.check_keep_8bit
+        ),
         choice=choice,
         report_dir=None
         if report_dir is None
@@ -147,15 +157,17 @@ def _check_io_dtype_used(modes, io_dtype):
     modes_lib.check_io_dtype(modes[0], io_dtype)  # raises, naming the fix
 
 
-def _keep_float(model, modes, keep_float):
-    if not keep_float:
+def _layer_option(model, modes, option, layers, check):
+    """`layers` for a per-layer `option` (`keep_float`, `keep_8bit`),
+    checked by `check(model, mode, layers)` for the single mode it allows."""
+    if not layers:
         return ()
     if len(modes) != 1 or modes[0] == AUTO:
         raise ValueError(
-            "`keep_float` applies to a single mode='int8' export. "
+            f"`{option}` applies to a single export, in one mode. "
             f"Received: modes={[getattr(m, 'value', m) for m in modes]}."
         )
-    return checks.check_keep_float(model, modes[0], keep_float)
+    return check(model, modes[0], layers)
 
 
 def _choice(model, modes, validation_data, max_accuracy_drop, target):

@@ -142,12 +142,7 @@ def _mode_rows(results, selection, model):
     rows = []
     for result in results:
         row = {
-            "mode": result.mode.value
-            + (
-                f" + float {list(result.keep_float)}"
-                if result.keep_float
-                else ""
-            ),
+            "mode": result.label,
             "size_kb": _kb(result.size_bytes),
             "size_ratio": result.size_ratio,
         }

@@ -22,6 +22,8 @@ class ExportResult:
         quantized_metrics: the same for the `.tflite` model in LiteRT.
         max_abs_output_diff: largest output difference, float vs LiteRT.
         keep_float: layers whose ops were kept float (`int8` only).
+        keep_8bit: layers whose weights were kept int8 (modes with 4-bit
+            weights only).
         selection: for `mode="auto"`, the `Selection`: every candidate
             tried with its measured size, accuracy and latency, and why
             the written one was chosen.
@@ -47,6 +49,13 @@ class ExportResult:
     block_size: int = None
     ranges_epoch: int = None
     weights_epoch: int = None
+    keep_8bit: tuple = ()
+
+    @property
+    def label(self):
+        """The mode and the layers kept apart, e.g. `'int8x4 + 8-bit
+        ['dense']'`."""
+        return layer_options_label(self.mode, self.keep_float, self.keep_8bit)
 
     def metric_drop(self, name):
         """`float - quantized` for a metric both were evaluated on."""
@@ -58,6 +67,21 @@ class ExportResult:
         result["mode"] = self.mode.value
         result["ranges"] = {k: list(v) for k, v in self.ranges.items()}
         result["keep_float"] = list(self.keep_float)
+        result["keep_8bit"] = list(self.keep_8bit)
         if self.selection is not None:
             result["selection"] = self.selection.to_dict()
         return result
+
+
+def layer_options_label(mode, keep_float=(), keep_8bit=()):
+    """A mode with the layers kept float or 8-bit.
+
+    >>> layer_options_label(Mode.INT8X4, keep_8bit=("dense",))
+    "int8x4 + 8-bit ['dense']"
+    """
+    label = Mode(mode).value
+    if keep_float:
+        label += f" + float {list(keep_float)}"
+    if keep_8bit:
+        label += f" + 8-bit {list(keep_8bit)}"
+    return label

@@ -29,7 +29,12 @@ def export_mode(model, destination, plan, shared):
     mode = destination.mode
     ranges = conversion.ranges_for(model, mode)
     tflite = conversion.convert(
-        model, mode, destination.io_dtype, plan.keep_float, plan.block_size
+        model,
+        mode,
+        destination.io_dtype,
+        plan.keep_float,
+        plan.block_size,
+        plan.keep_8bit,
     )
     float32_size = float32_size_of(model, mode, tflite, shared)
     comparison = {}
@@ -52,6 +57,7 @@ def export_mode(model, destination, plan, shared):
         size_ratio=len(tflite) / float32_size,
         ranges=ranges,
         keep_float=plan.keep_float,
+        keep_8bit=plan.keep_8bit,
         block_size=plan.block_size,
         **comparison,
     )

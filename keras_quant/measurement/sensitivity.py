@@ -14,12 +14,15 @@ tensor (dequantized) is compared with its float twin:
   pile up downstream, so the cumulative error alone blames the last
   layers).
 
-Per layer, it also measures what keeping that one layer float would buy:
-the relative error of the model's outputs against float, in int8 and with
-the layer kept float (`LayerGain`). That ranks layers for `keep_float`:
-a point's own error is not all removable by keeping its layer float (the
-next int8 layer still reads the tensor rounded), so the ranking measures
-rather than infers. It costs one conversion per layer.
+Per layer, it also measures what keeping that one layer apart would buy:
+the relative error of the model's outputs against float, in the mode and
+with the layer kept apart (`LayerGain`). In `int8`, a layer is kept float
+(`keep_float`); in a mode with 4-bit weights, its weights are kept int8
+(`keep_8bit`), for layers that have weights (`KEPT_APART`). That ranks
+layers for those options: a point's own error is not all removable by
+keeping its layer float (the next int8 layer still reads the tensor
+rounded), so the ranking measures rather than infers. It costs one
+conversion per layer.
 """
 
 import dataclasses
@@ -41,6 +44,14 @@ from keras_quant.observation.layers import Split
 from keras_quant.observation.observed_model import collected_ranges
 from keras_quant.observation.observers import Observer
 from keras_quant.runtime import litert
+
+# How `analyze` keeps one layer apart, per mode: the `convert` option.
+KEPT_APART = {
+    Mode.INT8: "keep_float",
+    Mode.INT4_WEIGHTS: "keep_8bit",
+    Mode.DYNAMIC_INT4: "keep_8bit",
+    Mode.INT8X4: "keep_8bit",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +75,13 @@ class PointError:
 
 @dataclasses.dataclass(frozen=True)
 class LayerGain:
-    """What keeping one layer float does to the model's outputs.
+    """What keeping one layer apart (float, or 8-bit weights in a 4-bit
+    mode) does to the model's outputs.
 
     Attributes:
         layer: the layer's name.
-        output_error: relative error of the outputs with it kept float.
-        gain: int8's output error minus `output_error`.
+        output_error: relative error of the outputs with it kept apart.
+        gain: the mode's output error minus `output_error`.
     """
 
     layer: str
@@ -85,19 +97,32 @@ class Sensitivity:
         points: a `PointError` per quantization point, largest
             `relative_error` first.
         samples: how many inputs were compared.
-        output_error: relative error of the int8 model's outputs.
+        output_error: relative error of the outputs in `mode`.
         layers: a `LayerGain` per layer, largest gain first (empty if
             `analyze` was asked for points only).
+        mode: the mode the layers were measured in (`int8`: kept float;
+            a 4-bit mode: weights kept int8).
     """
 
     points: tuple
     samples: int
     output_error: float = None
     layers: tuple = ()
+    mode: Mode = Mode.INT8
+
+    def layers_to_keep(self):
+        """Layers whose keeping apart lowers the output error, most first:
+        for `keep_float` in `int8`, for `keep_8bit` in a 4-bit mode."""
+        return [g.layer for g in self.layers if g.gain > 0]
 
     def layers_to_keep_float(self):
-        """Layers whose float version lowers the output error, most first."""
-        return [g.layer for g in self.layers if g.gain > 0]
+        """`layers_to_keep` of an `int8` analysis."""
+        if KEPT_APART[self.mode] != "keep_float":
+            raise ValueError(
+                f"This analysis kept layers 8-bit in {self.mode.value!r}; "
+                "call `layers_to_keep()`, or analyze with mode='int8'."
+            )
+        return self.layers_to_keep()
 
     def table(self):
         """The point errors as a text table, worst first; then, if
@@ -115,13 +140,14 @@ class Sensitivity:
         ]
         if not self.layers:
             return text.table(rows)
-        layers = [("layer kept float", "output error", "gain")]
+        kept = "float" if KEPT_APART[self.mode] == "keep_float" else "8-bit"
+        layers = [(f"layer kept {kept}", "output error", "gain")]
         layers += [
             (g.layer, f"{g.output_error:.4f}", f"{g.gain:+.4f}")
             for g in self.layers
         ]
         return (
-            f"{text.table(rows)}\n\nint8 output error: "
+            f"{text.table(rows)}\n\n{self.mode.value} output error: "
             f"{self.output_error:.4f}\n{text.table(layers)}"
         )
 
@@ -129,6 +155,7 @@ class Sensitivity:
         """A JSON-ready dict (an exact point's `sqnr_db` becomes None)."""
         return {
             "samples": self.samples,
+            "mode": self.mode.value,
             "output_error": self.output_error,
             "layers": [dataclasses.asdict(g) for g in self.layers],
             "points": [
@@ -141,8 +168,11 @@ class Sensitivity:
         }
 
 
-def analyze(model, data, samples=512, batch_size=256, per_layer=True):
-    """Measures each quantization point's int8 error against float.
+def analyze(
+    model, data, samples=512, batch_size=256, per_layer=True, mode="int8"
+):
+    """Measures each quantization point's int8 error against float, and
+    what keeping each layer apart buys in `mode`.
 
     Args:
         model: an observed model with collected ranges (as for `int8`).
@@ -150,8 +180,12 @@ def analyze(model, data, samples=512, batch_size=256, per_layer=True):
             `tf.data.Dataset` of `(x, y)` batches.
         samples: how many inputs to use, from the start. Defaults to `512`.
         batch_size: LiteRT batch size. Defaults to `256`.
-        per_layer: also measure each layer kept float (one conversion per
+        per_layer: also measure each layer kept apart (one conversion per
             layer). Defaults to `True`.
+        mode: the mode the layers are measured in: `"int8"` (each layer
+            kept float), or `"int4_weights"`, `"dynamic_int4"`,
+            `"int8x4"` (each layer with weights kept at 8 bits). Defaults
+            to `"int8"`.
 
     Returns:
         A `Sensitivity`.
@@ -174,13 +208,27 @@ def analyze(model, data, samples=512, batch_size=256, per_layer=True):
     >>> all(p.sqnr_db > 30 for p in result.points)
     True
     """
+    mode = _analyzed_mode(mode)
     collected_ranges(model, "analyze()")
     x = data_lib.sample_inputs(data, samples)
     tensors = point_tensors(model, x, batch_size)
-    return from_tensors(model, x, tensors, per_layer, batch_size)
+    return from_tensors(model, x, tensors, per_layer, batch_size, mode)
 
 
-def from_tensors(model, x, tensors, per_layer=True, batch_size=256):
+def _analyzed_mode(mode):
+    """`mode` as a `Mode` of `KEPT_APART`, or ValueError naming those."""
+    parsed = Mode(mode) if mode in {m.value for m in Mode} else mode
+    if parsed not in KEPT_APART:
+        raise ValueError(
+            f"`analyze` measures layers in {[m.value for m in KEPT_APART]}. "
+            f"Received: mode={mode!r}."
+        )
+    return parsed
+
+
+def from_tensors(
+    model, x, tensors, per_layer=True, batch_size=256, mode=Mode.INT8
+):
     """`analyze` on the `point_tensors` of inputs `x`, already computed."""
     upstream = _upstream_points(model)
     layers = _point_layers(model)
@@ -204,39 +252,57 @@ def from_tensors(model, x, tensors, per_layer=True, batch_size=256):
     output_error, gains = None, ()
     if per_layer:
         candidates = [p.layer for p in points if p.layer is not None]
+        if KEPT_APART[mode] == "keep_8bit":
+            candidates = weighted_layers(model)
         output_error, gains = layer_gains(
-            model, x, list(dict.fromkeys(candidates)), batch_size
+            model, x, list(dict.fromkeys(candidates)), batch_size, mode
         )
     return Sensitivity(
         points=tuple(points),
         samples=len(first),
         output_error=output_error,
         layers=gains,
+        mode=mode,
     )
 
 
-def layer_gains(model, x, layers, batch_size=256):
-    """The int8 output error, and a `LayerGain` per layer, best first.
+def layer_gains(model, x, layers, batch_size=256, mode=Mode.INT8):
+    """The output error in `mode`, and a `LayerGain` per layer kept apart
+    (`KEPT_APART`), best first.
 
-    A layer `keep_float` refuses (it has no op of its own) is left out.
+    A layer the option refuses (it has no op of its own) is left out.
     """
     reference = _flat(evaluation.predict_float(model, x, batch_size))
+    option = KEPT_APART[mode]
 
-    def output_error(keep_float):
-        tflite = conversion.convert(model, Mode.INT8, keep_float=keep_float)
+    def output_error(kept):
+        tflite = conversion.convert(model, mode, **{option: kept})
         found = litert.run(tflite, x, batch_size=batch_size)
         return _relative_error(reference, _flat(found))
 
-    int8_error = output_error(())
+    mode_error = output_error(())
     gains = []
     for layer in layers:
         try:
             error = output_error([layer])
         except KerasQuantError:
             continue
-        gains.append(LayerGain(layer, error, int8_error - error))
+        gains.append(LayerGain(layer, error, mode_error - error))
     gains.sort(key=lambda g: -g.gain)
-    return int8_error, tuple(gains)
+    return mode_error, tuple(gains)
+
+
+def weighted_layers(model):
+    """Names of the layers of `model` with a weight matrix or kernel (rank
+    2 or more): those whose weights a 4-bit mode stores in 4 bits."""
+    names = []
+    for op in graph_lib.trace(model).ops:
+        layer = graphs.unsplit(op.layer)
+        if isinstance(layer, Observer):
+            continue
+        if any(len(w.shape) >= 2 for w in getattr(layer, "weights", ())):
+            names.append(graphs.layer_name(op.layer))
+    return list(dict.fromkeys(names))
 
 
 def _flat(outputs):
