@@ -37,12 +37,14 @@ def reduce_batch_stats(batch_min, batch_max, nonfinite):
     """Global min, max and non-finite count of a batch split across replicas.
 
     Args:
-        batch_min: this replica's minimum (scalar float32).
-        batch_max: this replica's maximum (scalar float32).
-        nonfinite: this replica's count of NaN/Inf values (scalar int64).
+        batch_min: this replica's minimum of each point (float32, a scalar
+            or a vector over points).
+        batch_max: this replica's maximum, shaped like `batch_min`.
+        nonfinite: this replica's count of NaN/Inf values (integers),
+            shaped like `batch_min`.
 
     Returns:
-        The same three values over the global batch.
+        The same three values over the global batch, in one exchange.
     """
     context = _replica_context()
     if context is None:
@@ -51,9 +53,9 @@ def reduce_batch_stats(batch_min, batch_max, nonfinite):
         tf.stack([batch_min, -batch_max, tf.cast(nonfinite, tf.float32)])[None],
         axis=0,
     )
-    low = tf.reduce_min(gathered[:, 0])
-    high = -tf.reduce_min(gathered[:, 1])
-    count = tf.cast(tf.reduce_sum(gathered[:, 2]), tf.int64)
+    low = tf.reduce_min(gathered[:, 0], axis=0)
+    high = -tf.reduce_min(gathered[:, 1], axis=0)
+    count = tf.cast(tf.reduce_sum(gathered[:, 2], axis=0), nonfinite.dtype)
     return low, high, count
 
 

@@ -22,6 +22,7 @@ from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.graph import placement
 from keras_quant.graph import trace as graph_lib
+from keras_quant.observation import collection
 from keras_quant.observation import distribution
 from keras_quant.observation import recording
 from keras_quant.observation.layers import Split
@@ -88,6 +89,16 @@ class ObservedModel(keras.Model):
             super().save(filepath, overwrite=overwrite, **kwargs)
         else:
             _SAVER[0](self, filepath, save_keras)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        """Runs the graph; the observers that recorded are updated after
+        it, in one batched update (`collection`)."""
+        with collection.collecting() as step:
+            outputs = super().call(
+                inputs, training=training, mask=mask, **kwargs
+            )
+        step.apply()
+        return outputs
 
     def predict(self, *args, **kwargs):
         recording.abandon_unfinished(self)

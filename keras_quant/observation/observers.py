@@ -14,9 +14,11 @@ recording ops at all: a training step of a model whose observers record on
 validation only carries no observer op. `set_record_mask` changes both;
 `observed_model.set_recording` also rebuilds the model's step functions.
 
-Under a `tf.distribute` strategy, each replica's batch statistics are
-gathered across replicas (and workers) before the update, so every replica
-holds the range a single device would compute on the same global batch.
+The update itself is batched over the model's observers, once per step
+(`collection`): under a `tf.distribute` strategy, the statistics of all
+points are gathered across replicas (and workers) in one exchange, so
+every replica holds the range a single device would compute on the same
+global batch.
 
 Example:
 
@@ -34,6 +36,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_quant.observation import collection
 from keras_quant.observation import distribution
 from keras_quant.observation.ranges import ESTIMATORS
 from keras_quant.observation.ranges import MIN_RANGE_WIDTH
@@ -211,75 +214,17 @@ class Observer(keras.layers.Layer):
     def record_from(self, compute, training=None):
         """Records `compute()` if this observer records in this phase.
 
-        The update is functional: the batch statistics are computed inside
-        a conditional that returns them (so `compute` costs nothing while
-        not recording), then every state variable is assigned outside any
-        branch, keeping its value when not recording. That is what JAX's
-        tracing requires, and what `tf.distribute` requires of the
-        exchange of statistics across replicas.
+        An observer that does not record in this phase (`traced_mask`)
+        adds nothing to the trace. Otherwise `compute()` joins the step's
+        `collection` (one batched update for all observers, applied by the
+        model), or updates this observer at once when called alone. The
+        run-time `record_mask` decides, inside the traced step, whether
+        the batch counts.
         """
         bit = RECORD_TRAINING if training else RECORD_INFERENCE
         if self.fixed_range is not None or not self.traced_mask & bit:
             return
-        recording = ops.not_equal(
-            ops.bitwise_and(self.record_mask, bit), ops.convert_to_tensor(0)
-        )
-        for variable, value in self._updates(compute, recording):
-            variable.assign(value)
-
-    def _updates(self, compute, recording):
-        """`(variable, value)` for every state variable after this batch:
-        the new state when `recording`, else the current one."""
-        empty = (
-            ops.convert_to_tensor(np.inf, "float32"),
-            ops.convert_to_tensor(-np.inf, "float32"),
-            ops.convert_to_tensor(0, counter_dtype()),
-        )
-        local = ops.cond(
-            recording,
-            lambda: _batch_stats(_flat_float(compute())),
-            lambda: empty,
-        )
-        batch_min, batch_max, nonfinite = distribution.reduce_batch_stats(
-            *local
-        )
-        histogram = None
-        if self.histogram_ is not None:
-            low, high = self._histogram_edges(batch_min, batch_max)
-            has_values = ops.logical_and(recording, batch_min <= batch_max)
-            histogram = distribution.sum_across_replicas(
-                ops.cond(
-                    has_values,
-                    lambda: self._batch_histogram(
-                        _flat_float(compute()), low, high
-                    ),
-                    lambda: ops.zeros((self.num_bins,), "float64"),
-                )
-            )
-        updates = [
-            (variable, ops.where(recording, value, variable.value))
-            for variable, value in self._next_state(
-                batch_min, batch_max, nonfinite, histogram
-            )
-        ]
-        if self.sample_ is not None:
-            # Each replica offers its own batch; the variable keeps the
-            # first replica's (`only_first_replica`): a sample, not a range.
-            keep = ops.logical_and(
-                recording, ops.less(self.samples_kept_, self.sample_size)
-            )
-            updates += zip(
-                (self.sample_, self.samples_kept_),
-                ops.cond(
-                    keep,
-                    lambda: self._next_sample(compute()),
-                    lambda: (
-                        self.sample_.value,
-                        self.samples_kept_.value,
-                    ),
-                ),
-            )
-        return updates
+        collection.record(self, compute(), bit)
 
     def _next_sample(self, inputs):
         """The sample and its count after keeping the batch's first samples,
@@ -298,40 +243,6 @@ class Observer(keras.layers.Layer):
             self.sample_, ops.expand_dims(rows, -1), batch
         )
         return sample, kept
-
-    def _next_state(self, batch_min, batch_max, nonfinite, histogram):
-        """`(variable, new value)` pairs after one batch's statistics."""
-        has_values = ops.less_equal(batch_min, batch_max)
-        first = ops.equal(self.batches_seen_, 0)
-        momentum = self.momentum
-        running = ops.equal(momentum, 0.0)
-        new_min = ops.where(
-            running,
-            ops.minimum(self.min_, batch_min),
-            momentum * self.min_ + (1.0 - momentum) * batch_min,
-        )
-        new_max = ops.where(
-            running,
-            ops.maximum(self.max_, batch_max),
-            momentum * self.max_ + (1.0 - momentum) * batch_max,
-        )
-        state = [
-            (self.nonfinite_count_, self.nonfinite_count_ + nonfinite),
-            (self.min_, ops.where(first, batch_min, new_min)),
-            (self.max_, ops.where(first, batch_max, new_max)),
-            (self.batches_seen_, self.batches_seen_ + 1),
-        ]
-        if histogram is not None:
-            state.extend(self._next_histogram(histogram, batch_min, batch_max))
-        return [
-            (
-                variable,
-                value
-                if variable is self.nonfinite_count_
-                else (ops.where(has_values, value, variable.value)),
-            )
-            for variable, value in state
-        ]
 
     def _histogram_edges(self, batch_min, batch_max):
         """The histogram range after this batch: old range and batch range."""
@@ -477,34 +388,3 @@ def read(variable):
     """
     value = np.asarray(keras.ops.convert_to_numpy(variable.value))
     return value.item() if value.ndim == 0 else value
-
-
-def _flat_float(inputs):
-    return ops.reshape(ops.cast(inputs, "float32"), (-1,))
-
-
-def _batch_stats(values):
-    """Min and max of the finite values, and the count of the others.
-
-    The common case costs three reductions: a finite sum means there is no
-    NaN or Inf, and only otherwise are the values masked.
-    """
-    batch_min = ops.min(values, initial=np.inf)
-    batch_max = ops.max(values, initial=-np.inf)
-    return ops.cond(
-        ops.isfinite(ops.sum(values)),
-        lambda: (
-            batch_min,
-            batch_max,
-            ops.convert_to_tensor(0, counter_dtype()),
-        ),
-        lambda: _masked_stats(values),
-    )
-
-
-def _masked_stats(values):
-    finite = ops.isfinite(values)
-    batch_min = ops.min(ops.where(finite, values, np.inf), initial=np.inf)
-    batch_max = ops.max(ops.where(finite, values, -np.inf), initial=-np.inf)
-    nonfinite = ops.sum(ops.cast(ops.logical_not(finite), counter_dtype()))
-    return batch_min, batch_max, nonfinite

@@ -1,0 +1,178 @@
+"""One batched update per step: the same ranges as each observer alone, a
+few operations per point in the traced step, none where nothing records,
+and XLA."""
+
+import collections
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_quant
+from keras_quant.conversion import graphs
+from keras_quant.observation import collection
+from keras_quant.observation import recording
+from keras_quant.observation.observers import RECORD_ALWAYS
+from keras_quant.observation.observers import Observer
+from keras_quant.observation.observers import read
+
+RNG = np.random.default_rng(0)
+ESTIMATORS = ("minmax", "ema", "percentile")
+
+
+def three_points():
+    """Three observers on three tensors, one per estimator of ESTIMATORS."""
+    inputs = keras.Input((6,))
+    outputs = [
+        Observer(estimator, name=f"o_{estimator}")(
+            keras.layers.Lambda(lambda x, k=k: x * k + k)(inputs)
+        )
+        for k, estimator in enumerate(ESTIMATORS, start=1)
+    ]
+    return keras_quant.ObservedModel(inputs, outputs)
+
+
+def state(observer):
+    """Everything an observer has recorded, as numpy."""
+    found = {
+        name: read(getattr(observer, name))
+        for name in ("min_", "max_", "batches_seen_", "nonfinite_count_")
+    }
+    if observer.histogram_ is not None:
+        found["histogram_"] = read(observer.histogram_)
+    return found
+
+
+def batches():
+    """Three batches; the second has NaN and Inf in some rows, so one step
+    takes the masked path; the third is all NaN in its first column."""
+    first = RNG.normal(size=(8, 6)).astype("float32")
+    second = RNG.normal(2.0, 3.0, size=(8, 6)).astype("float32")
+    second[1, 2], second[5, 0] = np.nan, np.inf
+    third = RNG.normal(-1.0, 0.5, size=(8, 6)).astype("float32")
+    third[:, 0] = np.nan
+    return [first, second, third]
+
+
+def test_a_step_updates_every_observer_as_it_would_alone():
+    """The model's one batched update gives each point the state that
+    feeding its tensor to a lone observer gives: min, max, counts, and the
+    histogram."""
+    model = three_points()
+    alone = {
+        o.name: Observer(o.estimator) for o in recording.find_observers(model)
+    }
+    for batch in batches():
+        model.predict(batch, verbose=0)
+        for k, estimator in enumerate(ESTIMATORS, start=1):
+            alone[f"o_{estimator}"](keras.ops.convert_to_tensor(batch * k + k))
+    for observer in recording.find_observers(model):
+        expected, found = state(alone[observer.name]), state(observer)
+        assert expected.keys() == found.keys()
+        for name in expected:
+            np.testing.assert_allclose(found[name], expected[name], rtol=1e-6)
+        assert found["nonfinite_count_"] == 2 + 8  # NaN, Inf, then a column
+        assert found["batches_seen_"] == 3
+
+
+def test_the_run_time_mask_decides_inside_a_traced_step():
+    """Observers traced to record (training too) skip a batch while their
+    run-time mask is off, without retracing."""
+    model = three_points()
+    for observer in recording.find_observers(model):
+        observer.set_record_mask(RECORD_ALWAYS)
+    x = RNG.normal(size=(8, 6)).astype("float32")
+    model.predict(x, verbose=0)
+    with recording.observers_paused(model):
+        model.predict(x * 100, verbose=0)
+    for observer in recording.find_observers(model):
+        assert read(observer.batches_seen_) == 1
+        assert read(observer.max_) < 20
+
+
+def traced_ops(model, training):
+    """Op types of `model`'s call traced by TensorFlow, with counts."""
+    function = tf.function(lambda x: model(x, training=training))
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]))
+    graph = function.get_concrete_function(spec).graph
+    return collections.Counter(op.type for op in graph.get_operations())
+
+
+def test_a_phase_that_does_not_record_traces_no_observer_op(calibrated_cnn):
+    """Observers recording on inference only add nothing to the training
+    step's trace; recording, each point adds a handful of ops and the whole
+    model one update per variable."""
+    plain = traced_ops(graphs.float_graph(calibrated_cnn), True)
+    training = traced_ops(calibrated_cnn, True)
+    inference = traced_ops(calibrated_cnn, False)
+    # Points whose range the spec fixes (softmax) record nothing.
+    observers = [
+        o
+        for o in recording.find_observers(calibrated_cnn)
+        if o.fixed_range is None
+    ]
+    points = len(observers)
+    sampled = sum(o.sample_ is not None for o in observers)  # model inputs
+    assert training["AssignVariableOp"] == plain["AssignVariableOp"]
+    assert not {"Min", "Max", "If", "StatelessIf"} & (
+        set(training) - set(plain)
+    )
+    # One conditional per model (the NaN path), not one per point; one
+    # per replay sample (model inputs only).
+    assert sampled == 1
+    assert inference["If"] + inference["StatelessIf"] == 1 + sampled
+    assert inference["Min"] == points
+    # min, max, batches seen, NaN count: one assignment each per point;
+    # the sample and its count.
+    assert inference["AssignVariableOp"] == 4 * points + 2 * sampled
+
+
+@pytest.mark.parametrize("phase", ["validation", "both"])
+def test_fit_with_xla_collects_the_same_ranges(trained_cnn, digits, phase):
+    """`jit_compile=True` (XLA) and the default give the same ranges."""
+    found = {}
+    for jit_compile in (False, True):
+        model = keras.models.clone_model(trained_cnn)
+        model.set_weights(trained_cnn.get_weights())
+        observed = keras_quant.observe(model)
+        observed.compile(
+            optimizer=keras.optimizers.SGD(0.0),
+            loss="sparse_categorical_crossentropy",
+            jit_compile=jit_compile,
+        )
+        observed.fit(
+            *digits["train"],
+            epochs=1,
+            batch_size=64,
+            validation_data=digits["val"],
+            callbacks=[keras_quant.callbacks.RangeCalibration(phase=phase)],
+            verbose=0,
+        )
+        found[jit_compile] = [o.range() for o in observed.observers]
+        steps = -(-len(digits["val"][0]) // 64)
+        if phase == "both":
+            steps += -(-len(digits["train"][0]) // 64)
+        seen = {
+            read(o.batches_seen_)
+            for o in observed.observers
+            if o.fixed_range is None
+        }
+        assert seen == {steps}
+    np.testing.assert_allclose(found[True], found[False], rtol=1e-5, atol=1e-6)
+
+
+def test_nested_collections_apply_separately():
+    """An inner collection (a nested observed model) applies its own
+    points; the outer one is left with its own."""
+    outer_observer, inner_observer = Observer(), Observer()
+    with collection.collecting() as outer:
+        outer_observer(keras.ops.ones((2, 2)))
+        with collection.collecting() as inner:
+            inner_observer(keras.ops.ones((2, 2)) * 3)
+        inner.apply()
+        assert inner_observer.range() == (0.0, 3.0)
+        assert not outer_observer.calibrated
+    outer.apply()
+    assert outer_observer.range() == (0.0, 1.0)
+    assert collection.active() is None
