@@ -147,11 +147,11 @@ class Collection:
         takes = _takes_batch(recording, low, high)
         counts = []
         for index, entry in kept:
-            edges = entry.observer._histogram_edges(low[index], high[index])
+            edges = entry.observer.histogram_edges(low[index], high[index])
             counts.append(
                 ops.where(
                     takes[index],
-                    entry.observer._batch_histogram(
+                    entry.observer.batch_histogram(
                         ops.reshape(entry.values, (-1,)), *edges
                     ),
                     ops.zeros((entry.observer.num_bins,), "float64"),
@@ -162,7 +162,7 @@ class Collection:
         for row, (index, entry) in enumerate(kept):
             updates += [
                 (variable, ops.where(takes[index], value, variable.value))
-                for variable, value in entry.observer._next_histogram(
+                for variable, value in entry.observer.next_histogram(
                     summed[row], low[index], high[index]
                 )
             ]
@@ -183,7 +183,7 @@ class Collection:
                 (observer.sample_, observer.samples_kept_),
                 ops.cond(
                     keep,
-                    lambda entry=entry: entry.observer._next_sample(
+                    lambda entry=entry: entry.observer.next_sample(
                         ops.reshape(
                             entry.values,
                             (-1, *entry.observer.sample_shape),

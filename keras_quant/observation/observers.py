@@ -226,7 +226,10 @@ class Observer(keras.layers.Layer):
             return
         collection.record(self, compute(), bit)
 
-    def _next_sample(self, inputs):
+    # How one batch changes the state that stays per point; called by the
+    # step's `collection`, which updates every point's min and max at once.
+
+    def next_sample(self, inputs):
         """The sample and its count after keeping the batch's first samples,
         until `sample_size` are kept."""
         batch = ops.cast(inputs, self.sample_.dtype)
@@ -244,7 +247,7 @@ class Observer(keras.layers.Layer):
         )
         return sample, kept
 
-    def _histogram_edges(self, batch_min, batch_max):
+    def histogram_edges(self, batch_min, batch_max):
         """The histogram range after this batch: old range and batch range."""
         first = ops.equal(self.batches_seen_, 0)
         low = ops.where(
@@ -255,7 +258,9 @@ class Observer(keras.layers.Layer):
         )
         return low, ops.maximum(high, low + MIN_RANGE_WIDTH)
 
-    def _batch_histogram(self, values, low, high):
+    def batch_histogram(self, values, low, high):
+        """The counts of one batch's finite `values` (flat) in the bins of
+        `[low, high]`."""
         finite = ops.isfinite(values)
         return ops.segment_sum(
             ops.cast(finite, "float64"),
@@ -263,9 +268,9 @@ class Observer(keras.layers.Layer):
             num_segments=self.num_bins,
         )
 
-    def _next_histogram(self, batch_histogram, batch_min, batch_max):
+    def next_histogram(self, batch_histogram, batch_min, batch_max):
         """Re-bins the kept counts into the new range and adds the batch."""
-        low, high = self._histogram_edges(batch_min, batch_max)
+        low, high = self.histogram_edges(batch_min, batch_max)
         first = ops.equal(self.batches_seen_, 0)
         old_width = self.histogram_max_ - self.histogram_min_
         centers = self.histogram_min_ + (
