@@ -4,11 +4,14 @@ For each model, the plain Keras model is compared with
 `keras_quant.observe(model)` trained with
 `keras_quant.callbacks.RangeCalibration(phase=...)`:
 
-1. fit: steady-state wall time of one epoch (training steps plus a
-   validation run), the median of `--repeats` epochs that follow one
-   warm-up epoch (which pays the tracing of the train and test functions),
-   for plain and for the observed model with `phase="validation"`,
-   `"train"` and `"both"`; the overhead is the ratio to plain.
+1. fit: wall time of one epoch (training steps plus a validation run),
+   for plain and for the observed model recording as
+   `RangeCalibration(phase=...)` makes it record for a whole run with
+   `"validation"`, `"train"` and `"both"`. Every model first trains a
+   warm-up epoch (tracing included: the warm-up column); then `--repeats`
+   rounds of one epoch per model, in an order rotated every round, so
+   that drift in the machine's speed falls on every model alike; steady
+   state is the median over the rounds, the overhead its ratio to plain.
 2. predict tracing: the first `predict` call on one batch (tracing
    included) and the second one, on a fresh plain and a fresh observed
    model; first minus second is about the tracing cost.
@@ -50,16 +53,26 @@ from sklearn.datasets import load_digits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402
 import zoo_models  # noqa: E402
 from fit_overhead import EpochTimer  # noqa: E402
 from tables import print_table  # noqa: E402
 
 import keras_quant  # noqa: E402
-from keras_quant.callbacks import RangeCalibration  # noqa: E402
+from keras_quant.observation.observers import RECORD_ALWAYS  # noqa: E402
+from keras_quant.observation.observers import RECORD_INFERENCE  # noqa: E402
+from keras_quant.observation.observers import RECORD_TRAINING  # noqa: E402
+from keras_quant.observation.recording import set_recording  # noqa: E402
 
 BATCH_SIZE = 32
 CALIBRATION_SAMPLES = 200
 PHASES = ("validation", "train", "both")
+# The record mask `RangeCalibration(phase=...)` keeps during its run.
+PHASE_MASKS = {
+    "validation": RECORD_INFERENCE,
+    "train": RECORD_TRAINING,
+    "both": RECORD_ALWAYS,
+}
 MODELS = ("digits", "mobilenet_v2", "efficientnet")
 
 
@@ -121,25 +134,48 @@ def compiled(build, from_logits):
     return model
 
 
-def fit_epochs(build, config, train, val, repeats, from_logits):
-    """Epoch durations: warm-up first, then `repeats` steady ones."""
-    gc.collect()
+def prepared(build, config, from_logits):
+    """A compiled model for `config`: plain, or observed and recording as
+    `RangeCalibration(phase=config)` sets it for the whole run."""
     model = compiled(build, from_logits)
+    if config == "plain":
+        return model
+    observed = keras_quant.observe(model)
+    set_recording(observed, PHASE_MASKS[config])
+    return observed
+
+
+def fit_epochs(build, configs, train, val, repeats, from_logits):
+    """`{config: epoch durations}`: a warm-up epoch each (tracing
+    included), then `repeats` rounds of one epoch per config, in an order
+    rotated every round, so that drift in the machine's speed falls on
+    every config alike. A discarded epoch of a plain model first pays the
+    process's one-time costs."""
+    one_epoch(prepared(build, "plain", from_logits), train, val)
+    gc.collect()
+    models = {
+        config: prepared(build, config, from_logits) for config in configs
+    }
+    durations = {config: [] for config in configs}
+    for round_ in range(1 + repeats):
+        for config in common.rotated(configs, round_):
+            durations[config].append(one_epoch(models[config], train, val))
+    return durations
+
+
+def one_epoch(model, train, val):
+    """Seconds of one `fit` epoch (training steps and validation)."""
     timer = EpochTimer()
-    callbacks = [timer]
-    if config != "plain":
-        model = keras_quant.observe(model)
-        callbacks.append(RangeCalibration(phase=config))
     model.fit(
         *train,
         batch_size=BATCH_SIZE,
-        epochs=1 + repeats,
+        epochs=1,
         validation_data=val,
-        callbacks=callbacks,
+        callbacks=[timer],
         shuffle=True,
         verbose=0,
     )
-    return timer.durations
+    return timer.durations[0]
 
 
 def timed(function):
@@ -208,14 +244,13 @@ def main():
             train, val, calibration = zoo_data(name, train_steps, val_steps)
             from_logits = False
 
-        durations = {}
-        for config in ("plain",) + PHASES:
-            durations[config] = fit_epochs(
-                build, config, train, val, repeats, from_logits
-            )
+        durations = fit_epochs(
+            build, ("plain",) + PHASES, train, val, repeats, from_logits
+        )
+        for config, found in durations.items():
             print(
                 f"[{name}] fit {config}: epochs "
-                + ", ".join(f"{d:.3f}" for d in durations[config]),
+                + ", ".join(f"{d:.3f}" for d in found),
                 flush=True,
             )
         plain = statistics.median(durations["plain"][1:])
