@@ -113,3 +113,29 @@ def test_export_from_another_backend_is_byte_identical(runs, backend, tmp_path):
         keras_quant.export(model, path, mode)
         written = (folder / f"ckpt_{mode}.tflite").read_bytes()
         assert path.read_bytes() == written, mode
+
+
+def test_nan_batches_take_the_same_masked_path_on_every_backend():
+    """The batched update's slow path (some tensor has NaN or Inf) gives
+    the same min, max and counts on TensorFlow, JAX and PyTorch."""
+    script = os.path.join(
+        os.path.dirname(__file__), "children", "nan_collection.py"
+    )
+    found = {}
+    for backend in BACKENDS:
+        done = subprocess.run(
+            [sys.executable, script],
+            env={**os.environ, "KERAS_BACKEND": backend},
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        found[backend] = json.loads(done.stdout.strip().splitlines()[-1])
+    # The minmax point: the finite values of both batches; 2 NaN/Inf.
+    assert found["tensorflow"][0] == [-2.0, 3.0, 2, 2]
+    for backend in ("jax", "torch"):
+        np.testing.assert_allclose(
+            found[backend], found["tensorflow"], rtol=1e-6
+        )

@@ -121,19 +121,28 @@ class Collection:
 
     def _masked_stats(self, counter):
         """Min, max and NaN/Inf count of every point, NaN and Inf masked:
-        the slow path, taken only by steps where some tensor has them."""
-        lows, highs, counts = [], [], []
-        for entry in self.entries:
-            values = entry.values
-            finite = ops.isfinite(values)
-            lows.append(
-                ops.min(ops.where(finite, values, np.inf), initial=np.inf)
+        the slow path, taken only by steps where some tensor has them.
+
+        All the points' values are reduced together, by segment, so that
+        this path adds a few ops per point to the traced step, not a dozen.
+        """
+        flat = [ops.reshape(entry.values, (-1,)) for entry in self.entries]
+        segments = ops.concatenate(
+            [ops.full(ops.shape(v), i, "int32") for i, v in enumerate(flat)]
+        )
+        values = ops.concatenate(flat)
+        finite = ops.isfinite(values)
+        points = len(flat)
+
+        def masked_max(signed):
+            return ops.segment_max(
+                ops.where(finite, signed, -np.inf), segments, points
             )
-            highs.append(
-                ops.max(ops.where(finite, values, -np.inf), initial=-np.inf)
-            )
-            counts.append(ops.sum(ops.cast(ops.logical_not(finite), counter)))
-        return ops.stack(lows), ops.stack(highs), ops.stack(counts)
+
+        counts = ops.segment_sum(
+            ops.cast(ops.logical_not(finite), counter), segments, points
+        )
+        return -masked_max(-values), masked_max(values), counts
 
     def _histogram_updates(self, recording, low, high):
         """The histogram state of the points with a histogram estimator."""
