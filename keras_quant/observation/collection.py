@@ -94,8 +94,9 @@ class Collection:
         low, high, nonfinite = distribution.reduce_batch_stats(
             low, high, nonfinite
         )
-        updates = _next_state(observers, recording, low, high, nonfinite)
-        updates += self._histogram_updates(recording, low, high)
+        takes = _takes_batch(recording, low, high)
+        updates = _next_state(observers, takes, nonfinite, low, high)
+        updates += self._histogram_updates(takes, low, high)
         updates += self._sample_updates(recording)
         for variable, value in updates:
             variable.assign(value)
@@ -144,8 +145,9 @@ class Collection:
         )
         return -masked_max(-values), masked_max(values), counts
 
-    def _histogram_updates(self, recording, low, high):
-        """The histogram state of the points with a histogram estimator."""
+    def _histogram_updates(self, takes, low, high):
+        """The histogram state of the points with a histogram estimator;
+        `takes` says which points take this batch (`_takes_batch`)."""
         kept = [
             (index, entry)
             for index, entry in enumerate(self.entries)
@@ -153,7 +155,6 @@ class Collection:
         ]
         if not kept:
             return []
-        takes = _takes_batch(recording, low, high)
         counts = []
         for index, entry in kept:
             edges = entry.observer.histogram_edges(low[index], high[index])
@@ -213,14 +214,14 @@ def _takes_batch(recording, low, high):
     return ops.logical_and(recording, ops.less_equal(low, high))
 
 
-def _next_state(observers, recording, low, high, nonfinite):
-    """`(variable, value)` for every point's min, max and counts."""
+def _next_state(observers, takes, nonfinite, low, high):
+    """`(variable, value)` for every point's min, max and counts; `takes`
+    says which points take this batch (`_takes_batch`)."""
     stacked = {
         name: ops.stack([getattr(o, name).value for o in observers])
         for name in ("min_", "max_", "batches_seen_", "nonfinite_count_")
     }
     momentum = ops.stack([o.momentum.value for o in observers])
-    takes = _takes_batch(recording, low, high)
     first = ops.equal(stacked["batches_seen_"], 0)
     running = ops.equal(momentum, 0.0)
 
