@@ -65,14 +65,18 @@ class BenchmarkModel:
     """A model the benchmark quantizes.
 
     Attributes:
-        name: its `--models` name.
+        name: its `--models` name (and its `--<name>-epochs` option).
         summary: one line for the report.
         build: `seed -> compiled float keras.Model`.
+        epochs: float training epochs.
+        quick_epochs: float training epochs of a `--quick` run.
     """
 
     name: str
     summary: str
     build: object
+    epochs: int
+    quick_epochs: int
 
 
 def build_cnn(seed):
@@ -97,13 +101,7 @@ def build_deep(seed):
     of 32 apply, and its weights outweigh the file's metadata."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Dense(DEEP_WIDTH)(keras.layers.Flatten()(inputs))
-    for _ in range(DEEP_BLOCKS):
-        branch = keras.layers.Dense(DEEP_WIDTH, activation="relu")(x)
-        x = keras.layers.Add()([x, keras.layers.Dense(DEEP_WIDTH)(branch)])
-    x = keras.layers.ReLU()(x)
-    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    model = qat_vs_tfmot.residual(keras, DEEP_WIDTH, DEEP_BLOCKS)
     qat_vs_tfmot.compile_classifier(model, keras, 1e-3)
     return model
 
@@ -113,16 +111,22 @@ MODELS = {
         "cnn",
         "demo CNN: Conv2D 16 + BN, Conv2D 32, MaxPool, Dense 64, Dense 10",
         build_cnn,
+        epochs=common.EPOCHS,
+        quick_epochs=2,
     ),
     "residual": BenchmarkModel(
         "residual",
         "residual: 16 blocks of Dense(12), no BN (qat_vs_tfmot.py)",
         build_residual,
+        epochs=30,
+        quick_epochs=3,
     ),
     "deep": BenchmarkModel(
         "deep",
         "deep residual: 24 blocks of Dense(32), no BN",
         build_deep,
+        epochs=30,
+        quick_epochs=3,
     ),
 }
 
@@ -680,24 +684,13 @@ def parse_args(argv=None):
         default="cnn,residual,deep",
         help="comma-separated, of: " + ", ".join(MODELS),
     )
-    parser.add_argument(
-        "--cnn-epochs",
-        type=int,
-        default=common.EPOCHS,
-        help="float training epochs of the CNN",
-    )
-    parser.add_argument(
-        "--residual-epochs",
-        type=int,
-        default=30,
-        help="float training epochs of the residual model",
-    )
-    parser.add_argument(
-        "--deep-epochs",
-        type=int,
-        default=30,
-        help="float training epochs of the deep residual model",
-    )
+    for model in MODELS.values():
+        parser.add_argument(
+            f"--{model.name}-epochs",
+            type=int,
+            default=model.epochs,
+            help=f"float training epochs of the {model.name} model",
+        )
     parser.add_argument(
         "--qat-epochs",
         type=int,
@@ -727,9 +720,9 @@ def parse_args(argv=None):
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds, args.cnn_epochs = 1, 2
-        args.residual_epochs, args.deep_epochs = 3, 3
-        args.qat_epochs, args.latency_runs = 1, 20
+        for model in MODELS.values():
+            setattr(args, f"{model.name}_epochs", model.quick_epochs)
+        args.seeds, args.qat_epochs, args.latency_runs = 1, 1, 20
     del args.quick  # the reproduce line spells out what it set
     unknown = set(args.models.split(",")) - set(MODELS)
     if unknown:
@@ -758,11 +751,7 @@ def main(argv=None):
         "benchmarks/int4.py",
         args,
     )
-    args.epochs = {
-        "cnn": args.cnn_epochs,
-        "residual": args.residual_epochs,
-        "deep": args.deep_epochs,
-    }
+    args.epochs = {name: getattr(args, f"{name}_epochs") for name in MODELS}
     print_legend(args)
     data = common.load_digits()
     checks = {}

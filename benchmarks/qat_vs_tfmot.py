@@ -51,16 +51,17 @@ def mlp(api):
     return api.Model(inputs, api.layers.Dense(10)(x))
 
 
-def residual(api):
-    """Sixteen residual Dense(12) blocks, no BatchNormalization.
+def residual(api, width=12, blocks=16):
+    """`blocks` residual Dense(`width`) blocks, no BatchNormalization
+    (sixteen of Dense(12) by default).
 
     The residual stream widens block after block (wide activations).
     """
     inputs = api.Input((8, 8, 1))
-    x = api.layers.Dense(12)(api.layers.Flatten()(inputs))
-    for _ in range(16):
-        branch = api.layers.Dense(12, activation="relu")(x)
-        x = api.layers.Add()([x, api.layers.Dense(12)(branch)])
+    x = api.layers.Dense(width)(api.layers.Flatten()(inputs))
+    for _ in range(blocks):
+        branch = api.layers.Dense(width, activation="relu")(x)
+        x = api.layers.Add()([x, api.layers.Dense(width)(branch)])
     x = api.layers.ReLU()(x)
     return api.Model(inputs, api.layers.Dense(10)(x))
 
