@@ -21,12 +21,18 @@ RNG = np.random.default_rng(0)
 ESTIMATORS = ("minmax", "ema", "percentile")
 
 
-def three_points():
-    """Three observers on three tensors, one per estimator of ESTIMATORS."""
+def point_tensor(x, k):
+    """The tensor of point `k` (1, 2, 3): two columns of `x`, scaled."""
+    return x[:, 2 * k - 2 : 2 * k] * k + k
+
+
+def three_points(banked=True):
+    """Three observers on three tensors, one per estimator of ESTIMATORS,
+    kept in the model's bank (or each in its own)."""
     inputs = keras.Input((6,))
     outputs = [
-        Observer(estimator, name=f"o_{estimator}")(
-            keras.layers.Lambda(lambda x, k=k: x * k + k)(inputs)
+        Observer(estimator, name=f"o_{estimator}", banked=banked)(
+            keras.layers.Lambda(lambda x, k=k: point_tensor(x, k))(inputs)
         )
         for k, estimator in enumerate(ESTIMATORS, start=1)
     ]
@@ -37,7 +43,7 @@ def state(observer):
     """Everything an observer has recorded, as numpy."""
     found = {
         name: read(getattr(observer, name))
-        for name in ("min_", "max_", "batches_seen_", "nonfinite_count_")
+        for name in ("min_", "max_", "batches_seen_", "nonfinite_batches_")
     }
     if observer.histogram_ is not None:
         found["histogram_"] = read(observer.histogram_)
@@ -45,8 +51,8 @@ def state(observer):
 
 
 def batches():
-    """Three batches; the second has NaN and Inf in some rows, so one step
-    takes the masked path; the third is all NaN in its first column."""
+    """Three batches: the second has an Inf in point 1's columns and a NaN
+    in point 2's, the third NaN in point 1's first column."""
     first = RNG.normal(size=(8, 6)).astype("float32")
     second = RNG.normal(2.0, 3.0, size=(8, 6)).astype("float32")
     second[1, 2], second[5, 0] = np.nan, np.inf
@@ -66,14 +72,57 @@ def test_a_step_updates_every_observer_as_it_would_alone():
     for batch in batches():
         model.predict(batch, verbose=0)
         for k, estimator in enumerate(ESTIMATORS, start=1):
-            alone[f"o_{estimator}"](keras.ops.convert_to_tensor(batch * k + k))
+            alone[f"o_{estimator}"](
+                keras.ops.convert_to_tensor(point_tensor(batch, k))
+            )
+    skipped = {"o_minmax": 2, "o_ema": 1, "o_percentile": 0}
     for observer in recording.find_observers(model):
         expected, found = state(alone[observer.name]), state(observer)
         assert expected.keys() == found.keys()
         for name in expected:
             np.testing.assert_allclose(found[name], expected[name], rtol=1e-6)
-        assert found["nonfinite_count_"] == 2 + 8  # NaN, Inf, then a column
-        assert found["batches_seen_"] == 3
+        assert found["nonfinite_batches_"] == skipped[observer.name]
+        assert found["batches_seen_"] == 3 - skipped[observer.name]
+
+
+def test_an_observed_model_keeps_the_scalars_in_one_variable_per_field():
+    """The observers of `observe` keep no scalar variable of their own: the
+    model's bank has one row per observer, and each observer reads its
+    own row."""
+    model = three_points()
+    observers = recording.find_observers(model)
+    bank = model.observer_state
+    assert all(o.bank is bank for o in observers)
+    assert {v.shape for v in bank.variables.values()} == {(3,)}
+    for observer in observers:
+        assert [v.path for v in observer.variables] == [
+            v.path for v in observer.own_variables()
+        ]
+    model.predict(RNG.normal(size=(8, 6)).astype("float32"), verbose=0)
+    maxima = keras.ops.convert_to_numpy(bank.variables["max_"].value)
+    assert [read(o.max_) for o in observers] == list(maxima)
+    assert len(set(maxima)) == 3
+
+
+def test_saved_state_has_one_layout_with_or_without_a_bank(tmp_path):
+    """Weights saved by banked observers load into observers that keep
+    their own scalars (as files of earlier versions do), and back."""
+    banked, lone = three_points(), three_points(banked=False)
+    first, second, _ = batches()
+    for source, target, batch in (
+        (banked, lone, first),
+        (lone, banked, second),
+    ):
+        source.predict(batch, verbose=0)
+        path = tmp_path / f"{source.observers[0].banked}.weights.h5"
+        source.save_weights(path)
+        target.load_weights(path)
+        for saved, loaded in zip(source.observers, target.observers):
+            expected, found = state(saved), state(loaded)
+            for name in expected:
+                np.testing.assert_array_equal(found[name], expected[name])
+    assert read(banked.observers[0].batches_seen_) == 1  # the NaN skipped
+    assert read(banked.observers[2].batches_seen_) == 2
 
 
 def test_the_run_time_mask_decides_inside_a_traced_step():
@@ -118,14 +167,15 @@ def test_a_phase_that_does_not_record_traces_no_observer_op(calibrated_cnn):
     assert not {"Min", "Max", "If", "StatelessIf"} & (
         set(training) - set(plain)
     )
-    # One conditional per model (the NaN path), not one per point; one
-    # per replay sample (model inputs only).
+    # No conditional but one per replay sample (model inputs only).
     assert sampled == 1
-    assert inference["If"] + inference["StatelessIf"] == 1 + sampled
-    assert inference["Min"] == points
-    # min, max, batches seen, NaN count: one assignment each per point;
-    # the sample and its count.
-    assert inference["AssignVariableOp"] == 4 * points + 2 * sampled
+    assert inference["If"] + inference["StatelessIf"] == sampled
+    # Two reductions per point: TensorFlow's min and max keep NaN.
+    assert inference["Min"] == inference["Max"] == points
+    assert inference["Sum"] == plain["Sum"]
+    # min, max, batches seen, NaN batches: one assignment each for the
+    # whole model; the sample and its count.
+    assert inference["AssignVariableOp"] == 4 + 2 * sampled
 
 
 @pytest.mark.parametrize("phase", ["validation", "both"])
@@ -160,6 +210,23 @@ def test_fit_with_xla_collects_the_same_ranges(trained_cnn, digits, phase):
         }
         assert seen == {steps}
     np.testing.assert_allclose(found[True], found[False], rtol=1e-5, atol=1e-6)
+
+
+def test_nan_and_inf_are_found_alike_with_and_without_xla():
+    """Without XLA a point's min and max reveal NaN; with XLA, which may
+    drop a NaN from them, a sum does: the same batches are skipped."""
+    found, data = {}, batches()
+    for jit_compile in (False, True):
+        model = three_points()
+        model.compile(jit_compile=jit_compile)
+        for batch in data:
+            model.predict(batch, verbose=0)
+        found[jit_compile] = [state(o) for o in model.observers]
+    for with_xla, without in zip(found[True], found[False]):
+        for name in without:
+            np.testing.assert_allclose(with_xla[name], without[name], rtol=1e-6)
+    skipped = [o["nonfinite_batches_"] for o in found[True]]
+    assert skipped == [2, 1, 0]
 
 
 def test_nested_collections_apply_separately():

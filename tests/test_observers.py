@@ -86,20 +86,23 @@ def test_percentile_over_growing_batches_stays_close_to_numpy():
     assert high < everything.max() / 2
 
 
-def test_nonfinite_values_are_skipped_and_counted():
-    batch = np.array(
-        [[1.0, np.nan, -2.0, np.inf], [-np.inf, 0.5, 3.0, np.nan]], "float32"
-    )
-    observer = feed(Observer("percentile"), [batch])
-    assert read(observer.nonfinite_count_) == 4
-    assert read(observer.min_) == -2.0 and read(observer.max_) == 3.0
-    np.testing.assert_allclose(observer.range(), (-2.0, 3.0), atol=5 / 2048)
+@pytest.mark.parametrize("estimator", ["minmax", "ema", "percentile"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_batches_with_nan_or_inf_are_skipped_and_counted(estimator, bad):
+    finite = np.array([[1.0, -2.0], [0.5, 3.0]], "float32")
+    poisoned = np.array([[40.0, bad], [-50.0, 0.0]], "float32")
+    observer = feed(Observer(estimator), [finite, poisoned, finite])
+    clean = feed(Observer(estimator), [finite, finite])
+    assert read(observer.nonfinite_batches_) == 1
+    assert read(observer.batches_seen_) == 2
+    assert observer.range() == clean.range()
+    assert read(clean.nonfinite_batches_) == 0
 
 
 def test_all_nonfinite_batch_records_nothing():
     observer = feed(Observer(), [np.full((2, 2), np.nan, "float32")])
     assert not observer.calibrated
-    assert read(observer.nonfinite_count_) == 4
+    assert read(observer.nonfinite_batches_) == 1
 
 
 def test_record_mask_selects_training_or_inference_calls():

@@ -2,22 +2,24 @@
 
 An observer's own work in a step is three reductions of its tensor (min,
 max and sum). Everything else is done once per step for all observers
-together, as vector operations over the points (decision D43):
+together, as vector operations over the points (decisions D43, D44):
 
-1. one check of the sums: a finite sum means the tensor holds no NaN or
-   Inf, and only when some sum is not finite are the tensors masked and
-   reduced again (one conditional for the whole model, not one per point);
+1. which points hold NaN or Inf, from the reductions (a NaN or an Inf
+   makes the sum NaN or infinite, an Inf the min or max): such a point
+   skips the batch and counts it in `nonfinite_batches_`, with no second
+   pass over the tensor and no conditional;
 2. one exchange across `tf.distribute` replicas and workers, of all the
    points' statistics stacked, so every replica holds the range a single
    device would compute on the global batch;
 3. the next state of every point (running or moving-average min and max,
-   batch and NaN/Inf counts) as vector `where`s, then one assignment per
-   variable.
+   batch counts) as vector `where`s over the rows of the model's
+   `state_bank.StateBank`: one read and one write per field for the whole
+   model.
 
 Histograms (for the histogram estimators) and the replay sample stay per
-point, computed after the exchange. There is no conditional per point, so
-a traced step holds a few operations per point instead of a hundred, and
-an observer that does not record in a phase adds nothing to its trace.
+point, computed after the exchange. A traced step holds a few operations
+per point instead of a hundred, and an observer that does not record in a
+phase adds nothing to its trace.
 
 `ObservedModel.call` opens a `Collection` around the model's graph and
 applies it after. An observer called alone, or one that also
@@ -42,6 +44,7 @@ import contextlib
 import dataclasses
 import threading
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -59,95 +62,104 @@ class _Entry:
     bit: int
     low: object
     high: object
-    total: object
+    total: object  # None where the bounds keep NaN
 
 
 class Collection:
-    """The observed tensors of one step, applied together by `apply`."""
+    """The observed tensors of one step, applied together by `apply`.
 
-    def __init__(self):
+    Args:
+        bounds_keep_nan: whether a tensor's min and max are NaN whenever it
+            holds a NaN, so that they alone reveal NaN and Inf and each
+            point costs two reductions, not three (`bounds_keep_nan`).
+            Defaults to `False`: a sum finds the NaN.
+    """
+
+    def __init__(self, bounds_keep_nan=False):
         self.entries = []
+        self.bounds_keep_nan = bounds_keep_nan
 
     def add(self, observer, inputs, bit):
         """Adds `observer`'s tensor `inputs`, recorded for phase `bit`."""
         values = ops.cast(inputs, "float32")
+        # `initial` costs two ops per point: only for a tensor known to be
+        # empty (JAX and PyTorch refuse to reduce one without it; a
+        # TensorFlow graph gives the same inf and -inf for an empty batch).
+        empty = 0 in values.shape
         self.entries.append(
             _Entry(
                 observer,
                 values,
                 bit,
-                ops.min(values, initial=np.inf),
-                ops.max(values, initial=-np.inf),
-                ops.sum(values),
+                ops.min(values, initial=np.inf if empty else None),
+                ops.max(values, initial=-np.inf if empty else None),
+                None if self.bounds_keep_nan else ops.sum(values),
             )
         )
 
     def apply(self):
-        """Updates every observer added, as one batched step."""
-        if not self.entries:
-            return
-        observers = [entry.observer for entry in self.entries]
-        masks = ops.stack([o.record_mask.value for o in observers])
+        """Updates every observer added: one batched update per bank (an
+        observed model has one)."""
+        banks = {}
+        for entry in self.entries:
+            banks.setdefault(id(entry.observer.bank), []).append(entry)
+        for entries in banks.values():
+            _BankStep(entries).apply()
+        self.entries = []
+
+
+class _BankStep:
+    """The batched update of the observers of one bank that recorded."""
+
+    def __init__(self, entries):
+        self.entries = entries
+        self.bank = entries[0].observer.bank
+        self.rows = [entry.observer.bank_index for entry in entries]
+
+    def apply(self):
+        state = self.bank.rows(self.rows)
         bits = ops.convert_to_tensor([e.bit for e in self.entries], "int32")
-        recording = ops.not_equal(ops.bitwise_and(masks, bits), 0)
-        low, high, nonfinite = self._batch_stats(recording)
-        low, high, nonfinite = distribution.reduce_batch_stats(
-            low, high, nonfinite
+        recording = ops.not_equal(
+            ops.bitwise_and(state["record_mask"], bits), 0
         )
-        takes = _takes_batch(recording, low, high)
-        updates = _next_state(observers, takes, nonfinite, low, high)
-        updates += self._histogram_updates(takes, low, high)
+        low, high, nonfinite = distribution.reduce_batch_stats(
+            *self._batch_stats(recording)
+        )
+        skipped = ops.greater(nonfinite, 0)
+        takes = ops.logical_and(
+            ops.logical_and(recording, ops.logical_not(skipped)),
+            ops.less_equal(low, high),
+        )
+        scalars = _next_state(state, takes, skipped, low, high)
+        updates = self._histogram_updates(takes, low, high)
         updates += self._sample_updates(recording)
+        for name, values in scalars.items():
+            self.bank.assign_rows(name, self.rows, values)
         for variable, value in updates:
             variable.assign(value)
 
     def _batch_stats(self, recording):
-        """Each point's min and max of its finite values and count of the
-        others, as vectors; a point that does not record offers an empty
-        batch (`inf`, `-inf`, 0)."""
-        counter = _counter_dtype(self.entries)
+        """Each point's batch min and max, and 1 where its tensor holds
+        NaN or Inf (else 0), as vectors; a point that does not record
+        offers an empty batch (`inf`, `-inf`, 0)."""
         low = ops.stack([entry.low for entry in self.entries])
         high = ops.stack([entry.high for entry in self.entries])
-        total = ops.stack([entry.total for entry in self.entries])
-        low, high, nonfinite = ops.cond(
-            ops.all(ops.isfinite(total)),
-            lambda: (low, high, ops.zeros_like(total, dtype=counter)),
-            lambda: self._masked_stats(counter),
+        # NaN in the sum (or in the bounds, where they keep it); Inf in
+        # the bounds.
+        nan_in = [e.low if e.total is None else e.total for e in self.entries]
+        nonfinite = ops.logical_or(
+            ops.isnan(ops.stack(nan_in)),
+            ops.logical_or(ops.equal(low, -np.inf), ops.equal(high, np.inf)),
         )
         return (
             ops.where(recording, low, np.inf),
             ops.where(recording, high, -np.inf),
-            ops.where(recording, nonfinite, ops.zeros_like(nonfinite)),
+            ops.cast(ops.logical_and(recording, nonfinite), "int32"),
         )
-
-    def _masked_stats(self, counter):
-        """Min, max and NaN/Inf count of every point, NaN and Inf masked:
-        the slow path, taken only by steps where some tensor has them.
-
-        All the points' values are reduced together, by segment, so that
-        this path adds a few ops per point to the traced step, not a dozen.
-        """
-        flat = [ops.reshape(entry.values, (-1,)) for entry in self.entries]
-        segments = ops.concatenate(
-            [ops.full(ops.shape(v), i, "int32") for i, v in enumerate(flat)]
-        )
-        values = ops.concatenate(flat)
-        finite = ops.isfinite(values)
-        points = len(flat)
-
-        def masked_max(signed):
-            return ops.segment_max(
-                ops.where(finite, signed, -np.inf), segments, points
-            )
-
-        counts = ops.segment_sum(
-            ops.cast(ops.logical_not(finite), counter), segments, points
-        )
-        return -masked_max(-values), masked_max(values), counts
 
     def _histogram_updates(self, takes, low, high):
         """The histogram state of the points with a histogram estimator;
-        `takes` says which points take this batch (`_takes_batch`)."""
+        `takes` says which points take this batch."""
         kept = [
             (index, entry)
             for index, entry in enumerate(self.entries)
@@ -208,21 +220,13 @@ class Collection:
         return updates
 
 
-def _takes_batch(recording, low, high):
-    """Whether each point's state takes this batch: it records and the
-    batch has finite values."""
-    return ops.logical_and(recording, ops.less_equal(low, high))
-
-
-def _next_state(observers, takes, nonfinite, low, high):
-    """`(variable, value)` for every point's min, max and counts; `takes`
-    says which points take this batch (`_takes_batch`)."""
-    stacked = {
-        name: ops.stack([getattr(o, name).value for o in observers])
-        for name in ("min_", "max_", "batches_seen_", "nonfinite_count_")
-    }
-    momentum = ops.stack([o.momentum.value for o in observers])
-    first = ops.equal(stacked["batches_seen_"], 0)
+def _next_state(state, takes, skipped, low, high):
+    """`{field: vector}` of the scalars after this batch: min, max and the
+    batch counts. `state` holds the old values, `takes` says which points
+    take this batch, `skipped` which skip it for NaN or Inf."""
+    seen = state["batches_seen_"]
+    momentum = state["momentum"]
+    first = ops.equal(seen, 0)
     running = ops.equal(momentum, 0.0)
 
     def moved(old, batch, extreme):
@@ -230,23 +234,23 @@ def _next_state(observers, takes, nonfinite, low, high):
         new = ops.where(running, extreme(old, batch), average)
         return ops.where(takes, ops.where(first, batch, new), old)
 
-    seen = stacked["batches_seen_"]
-    state = {
-        "min_": moved(stacked["min_"], low, ops.minimum),
-        "max_": moved(stacked["max_"], high, ops.maximum),
+    counted = state["nonfinite_batches_"]
+    return {
+        "min_": moved(state["min_"], low, ops.minimum),
+        "max_": moved(state["max_"], high, ops.maximum),
         "batches_seen_": ops.where(takes, seen + 1, seen),
-        "nonfinite_count_": stacked["nonfinite_count_"]
-        + ops.cast(nonfinite, stacked["nonfinite_count_"].dtype),
+        "nonfinite_batches_": ops.where(skipped, counted + 1, counted),
     }
-    return [
-        (getattr(observer, name), value)
-        for name, values in state.items()
-        for observer, value in zip(observers, ops.unstack(values))
-    ]
 
 
-def _counter_dtype(entries):
-    return entries[0].observer.nonfinite_count_.dtype
+def bounds_keep_nan(jit_compile):
+    """Whether a tensor's min and max are NaN whenever it holds a NaN.
+
+    TensorFlow's and PyTorch's reductions keep NaN; XLA's (JAX, and
+    `jit_compile=True`) may drop it, for speed, and then only a sum of
+    the tensor reveals it.
+    """
+    return keras.backend.backend() != "jax" and not jit_compile
 
 
 def active():
@@ -256,10 +260,10 @@ def active():
 
 
 @contextlib.contextmanager
-def collecting():
-    """Opens a `Collection`: observers called inside add to it instead of
-    updating themselves; the caller applies it."""
-    collection = Collection()
+def collecting(bounds_keep_nan=False):
+    """Opens a `Collection(bounds_keep_nan)`: observers called inside add
+    to it instead of updating themselves; the caller applies it."""
+    collection = Collection(bounds_keep_nan)
     stack = getattr(_ACTIVE, "stack", None)
     if stack is None:
         stack = _ACTIVE.stack = []
@@ -274,10 +278,10 @@ def record(observer, inputs, bit):
     """Adds `inputs` to the open collection, or updates `observer` at once
     when none is open or when it fake-quantizes (it must quantize with the
     range that includes this batch)."""
-    collection = None if observer.quantize else active()
-    if collection is not None:
+    collection = active()
+    if collection is not None and not observer.quantize:
         collection.add(observer, inputs, bit)
         return
-    alone = Collection()
+    alone = Collection(collection is not None and collection.bounds_keep_nan)
     alone.add(observer, inputs, bit)
     alone.apply()

@@ -34,14 +34,14 @@ def replicas_in_sync():
 
 
 def reduce_batch_stats(batch_min, batch_max, nonfinite):
-    """Global min, max and non-finite count of a batch split across replicas.
+    """Global min, max and NaN/Inf count of a batch split across replicas.
 
     Args:
         batch_min: this replica's minimum of each point (float32, a scalar
             or a vector over points).
         batch_max: this replica's maximum, shaped like `batch_min`.
-        nonfinite: this replica's count of NaN/Inf values (integers),
-            shaped like `batch_min`.
+        nonfinite: this replica's count of NaN/Inf (integers: values, or
+            1 for a tensor that holds some), shaped like `batch_min`.
 
     Returns:
         The same three values over the global batch, in one exchange.

@@ -33,6 +33,7 @@ from keras_quant.observation.recording import find_observers
 from keras_quant.observation.recording import observers_paused  # noqa: F401
 from keras_quant.observation.recording import reset_ranges  # noqa: F401
 from keras_quant.observation.recording import set_recording  # noqa: F401
+from keras_quant.observation.state_bank import StateBank
 
 # `saver(model, filepath, save_keras)` writes an `ObservedModel`'s `.keras`
 # file (by calling `save_keras(path)`) and whatever goes with it:
@@ -63,6 +64,22 @@ class ObservedModel(keras.Model):
         self.save_modes = tuple(kwargs.pop("save_modes", ("int8",)))
         self.save_report = bool(kwargs.pop("save_report", False))
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self._bank_observers()
+
+    def _bank_observers(self):
+        """Moves the scalars of the banked observers into one bank of this
+        model's (decision D44)."""
+        banked = [o for o in find_observers(self) if o.banked]
+        self.observer_state = StateBank(self, [o.state_row() for o in banked])
+        for index, observer in enumerate(banked):
+            observer.attach(self.observer_state, index)
+
+    def save_own_variables(self, store):
+        """Saves nothing of the bank: each observer saves its own rows,
+        so a `.keras` file has the same layout whoever holds them."""
+
+    def load_own_variables(self, store):
+        """Loads nothing: the observers load their rows themselves."""
 
     @property
     def observers(self):
@@ -93,7 +110,8 @@ class ObservedModel(keras.Model):
     def call(self, inputs, training=None, mask=None, **kwargs):
         """Runs the graph; the observers that recorded are updated after
         it, in one batched update (`collection`)."""
-        with collection.collecting() as step:
+        keeps_nan = collection.bounds_keep_nan(self.jit_compile)
+        with collection.collecting(keeps_nan) as step:
             outputs = super().call(
                 inputs, training=training, mask=mask, **kwargs
             )
@@ -277,6 +295,7 @@ class _ObserverInserter:
             point=point.name,
             fixed_range=point.fixed_range,
             name=self._unique(f"{point.name}_observer"),
+            banked=True,
             **self._samples.get(point.key, {}),
             **self._kwargs,
         )
@@ -319,14 +338,14 @@ def collected_ranges(model, needed_for="Export"):
             "`RangeCalibration` callback and validation data) first."
         )
     nonfinite = {
-        o.point: read(o.nonfinite_count_)
+        o.point: read(o.nonfinite_batches_)
         for o in observers
-        if read(o.nonfinite_count_) > 0
+        if read(o.nonfinite_batches_) > 0
     }
     if nonfinite:
         listed = ", ".join(f"{k} ({v})" for k, v in nonfinite.items())
         raise NonFiniteActivationError(
-            f"Observers saw NaN or infinite activations (count per point): "
+            "Observers saw NaN or infinite activations (batches per point): "
             f"{listed}. Ranges from such data are not trustworthy. Check the "
             "calibration data and the model for NaN/Inf, then call "
             "`keras_quant.reset_ranges(model)` and calibrate again."

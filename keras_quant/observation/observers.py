@@ -1,10 +1,11 @@
 """Observers: identity layers that record the range of a tensor.
 
 An `Observer` sits at a quantization point. While it records, each batch
-updates its state: the running (or moving-average) min and max of the finite
-values, a histogram for the histogram estimators, and counts of batches
-and of NaN/Inf values, which are skipped. The state lives in Keras
-variables, so it is saved in the `.keras` file and restored on load.
+updates its state: the running (or moving-average) min and max, a
+histogram for the histogram estimators, and counts of the batches taken
+and of the batches skipped because the tensor held NaN or Inf (decision
+D44). The state lives in Keras variables (the scalars in the model's
+`state_bank`), so it is saved in the `.keras` file and restored on load.
 
 When it records is data too: `record_mask` is a bit set of
 `RECORD_INFERENCE` (evaluate, predict, validation) and `RECORD_TRAINING`
@@ -24,11 +25,11 @@ Example:
 
 >>> import numpy as np
 >>> observer = Observer(estimator="minmax")
->>> batch = keras.ops.convert_to_tensor([[-1.0, 2.0], [0.5, np.nan]])
->>> _ = observer(batch)
+>>> _ = observer(keras.ops.convert_to_tensor([[-1.0, 2.0], [0.5, 1.0]]))
+>>> _ = observer(keras.ops.convert_to_tensor([[-9.0, np.nan]]))
 >>> observer.range()
 (-1.0, 2.0)
->>> int(observer.nonfinite_count_.numpy())
+>>> int(observer.nonfinite_batches_.numpy())
 1
 """
 
@@ -43,6 +44,10 @@ from keras_quant.observation.ranges import MIN_RANGE_WIDTH
 from keras_quant.observation.ranges import SILENT_RANGE_WIDTH
 from keras_quant.observation.ranges import check_estimator
 from keras_quant.observation.ranges import widen_range
+from keras_quant.observation.state_bank import NAMES
+from keras_quant.observation.state_bank import StateBank
+from keras_quant.observation.state_bank import counter_dtype
+from keras_quant.observation.state_bank import default_row
 
 # The replay sample is kept in bfloat16: float32's range, half its bytes;
 # its 8-bit mantissa moves a replayed min or max by at most 0.4 %. Under a
@@ -55,6 +60,19 @@ def sample_dtype():
     """The replay sample's dtype here: `SAMPLE_DTYPE`, or float32 across
     workers."""
     return "float32" if distribution.spans_workers() else SAMPLE_DTYPE
+
+
+class _Scalar:
+    """An observer's scalar state field: its row of the bank, as a
+    `state_bank.Slot` (read `.value`, `.assign`)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, observer, owner=None):
+        if observer is None:
+            return self
+        return observer.bank.slot(self.name, observer.bank_index)
 
 
 RECORD_OFF = 0
@@ -89,12 +107,24 @@ class Observer(keras.layers.Layer):
             samples it records (the replay sample, decision D30). None
             keeps none.
         sample_size: how many samples to keep. Defaults to `0`.
+        banked: whether a model keeps this observer's scalars in its
+            `state_bank.StateBank` (`observe` makes such observers). Defaults
+            to `False`: the observer keeps them itself.
         **kwargs: standard layer arguments (`name`, ...).
 
-    Fitted state (Keras variables): `min_`, `max_`, `batches_seen_`,
-    `nonfinite_count_`, `histogram_` for the histogram estimators, and
-    `sample_` with `samples_kept_` for a replay sample.
+    Fitted state: the scalars `min_`, `max_`, `batches_seen_` and
+    `nonfinite_batches_` (with `momentum` and `record_mask`), rows of the
+    model's `state_bank.StateBank`; and Keras variables of the observer's
+    own: `histogram_` for the histogram estimators, and `sample_` with
+    `samples_kept_` for a replay sample.
     """
+
+    min_ = _Scalar()
+    max_ = _Scalar()
+    batches_seen_ = _Scalar()
+    nonfinite_batches_ = _Scalar()
+    momentum = _Scalar()
+    record_mask = _Scalar()
 
     def __init__(
         self,
@@ -106,9 +136,11 @@ class Observer(keras.layers.Layer):
         quantize=False,
         sample_shape=None,
         sample_size=0,
+        banked=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.banked = bool(banked)
         self.sample_shape = (
             None if sample_shape is None else tuple(sample_shape)
         )
@@ -142,16 +174,13 @@ class Observer(keras.layers.Layer):
                 aggregation="only_first_replica",
             )
 
-        self.min_ = state("min")
-        self.max_ = state("max")
-        self.batches_seen_ = state(
-            "batches_seen", dtype=counter_dtype(), value=0
+        # Until a model attaches it to its bank, a banked observer keeps
+        # its scalars in a bank of its own that no layer tracks.
+        self.bank = StateBank(
+            None if self.banked else self,
+            [default_row(momentum=spec.momentum)],
         )
-        self.nonfinite_count_ = state(
-            "nonfinite_count", dtype=counter_dtype(), value=0
-        )
-        self.momentum = state("momentum", value=spec.momentum)
-        self.record_mask = state("record_mask", dtype="int32", value=1)
+        self.bank_index = 0
         self.histogram_ = None
         if spec.histogram:
             self.histogram_ = state(
@@ -171,6 +200,15 @@ class Observer(keras.layers.Layer):
                 "samples_kept", dtype=counter_dtype(), value=0
             )
         self.built = True
+
+    def attach(self, bank, index):
+        """Moves this observer's scalars to row `index` of `bank` (its
+        model's), which must already hold them (`state_row`)."""
+        self.bank, self.bank_index = bank, index
+
+    def state_row(self):
+        """`{field: value}` of the scalars, as Python numbers."""
+        return {name: read(getattr(self, name)) for name in NAMES}
 
     def build(self, input_shape=None):
         self.built = True
@@ -202,14 +240,15 @@ class Observer(keras.layers.Layer):
             return keras.quantizers.fake_quant_with_min_max_vars(
                 inputs, low, high, num_bits=8
             )
-        low = ops.minimum(self.min_, 0.0)
-        high = ops.maximum(self.max_, 0.0)
+        low = ops.minimum(self.min_.value, 0.0)
+        high = ops.maximum(self.max_.value, 0.0)
         silent = ops.less(high - low, MIN_RANGE_WIDTH)
         high = ops.where(silent, low + SILENT_RANGE_WIDTH, high)
         quantized = keras.quantizers.fake_quant_with_min_max_vars(
             inputs, low, high, num_bits=8
         )
-        return ops.where(ops.greater(self.batches_seen_, 0), quantized, inputs)
+        seen = ops.greater(self.batches_seen_.value, 0)
+        return ops.where(seen, quantized, inputs)
 
     def record_from(self, compute, training=None):
         """Records `compute()` if this observer records in this phase.
@@ -249,7 +288,7 @@ class Observer(keras.layers.Layer):
 
     def histogram_edges(self, batch_min, batch_max):
         """The histogram range after this batch: old range and batch range."""
-        first = ops.equal(self.batches_seen_, 0)
+        first = ops.equal(self.batches_seen_.value, 0)
         low = ops.where(
             first, batch_min, ops.minimum(self.histogram_min_, batch_min)
         )
@@ -259,28 +298,28 @@ class Observer(keras.layers.Layer):
         return low, ops.maximum(high, low + MIN_RANGE_WIDTH)
 
     def batch_histogram(self, values, low, high):
-        """The counts of one batch's finite `values` (flat) in the bins of
-        `[low, high]`."""
-        finite = ops.isfinite(values)
+        """The counts of one batch's `values` (flat, finite: a batch with
+        NaN or Inf is skipped) in the bins of `[low, high]`."""
         return ops.segment_sum(
-            ops.cast(finite, "float64"),
-            self._bin_index(ops.where(finite, values, low), low, high),
+            ops.ones_like(values, dtype="float64"),
+            self._bin_index(values, low, high),
             num_segments=self.num_bins,
         )
 
     def next_histogram(self, batch_histogram, batch_min, batch_max):
         """Re-bins the kept counts into the new range and adds the batch."""
         low, high = self.histogram_edges(batch_min, batch_max)
-        first = ops.equal(self.batches_seen_, 0)
+        first = ops.equal(self.batches_seen_.value, 0)
         old_width = self.histogram_max_ - self.histogram_min_
         centers = self.histogram_min_ + (
             ops.arange(self.num_bins, dtype="float32") + 0.5
         ) * (old_width / self.num_bins)
         held = self.histogram_.value
+        momentum = self.momentum.value
         kept = ops.where(
-            ops.equal(self.momentum, 0.0),
+            ops.equal(momentum, 0.0),
             held,
-            held * ops.cast(self.momentum, "float64"),
+            held * ops.cast(momentum, "float64"),
         )
         rebinned = ops.segment_sum(
             kept,
@@ -299,10 +338,47 @@ class Observer(keras.layers.Layer):
         index = ops.cast(ops.floor(scaled), "int32")
         return ops.clip(index, 0, self.num_bins - 1)
 
+    def own_variables(self):
+        """The Keras variables this observer keeps besides its scalars."""
+        names = ("histogram_", "histogram_min_", "histogram_max_")
+        names = names if self.histogram_ is not None else ()
+        if self.sample_ is not None:
+            names += ("sample_", "samples_kept_")
+        return [getattr(self, name) for name in names]
+
+    def state_values(self):
+        """The whole state as numpy values, scalars first, in the order of
+        the variables of a saved observer."""
+        scalars = [np.asarray(value) for value in self.state_row().values()]
+        return scalars + [np.asarray(read(v)) for v in self.own_variables()]
+
+    def restore_state_values(self, values):
+        """Sets the state from `state_values()`, recording mask too."""
+        values = list(values)
+        expected = len(NAMES) + len(self.own_variables())
+        if len(values) != expected:
+            raise ValueError(
+                f"Observer '{self.name}' has {expected} state values; "
+                f"received {len(values)}. The file was saved by an observer "
+                "with another estimator or replay sample: observe the model "
+                "again with the same arguments before loading."
+            )
+        for name, value in zip(NAMES, values):
+            getattr(self, name).assign(np.asarray(value).reshape(()))
+        for variable, value in zip(self.own_variables(), values[len(NAMES) :]):
+            variable.assign(np.asarray(value))
+        self.traced_mask = int(read(self.record_mask))
+
+    def save_own_variables(self, store):
+        """Saves the state as scalar variables, whoever holds them, so that
+        `.keras` files keep one layout (decision D44)."""
+        for index, value in enumerate(self.state_values()):
+            store[str(index)] = value
+
     def load_own_variables(self, store):
         """Restores the state saved in a `.keras` file, recording mask too."""
-        super().load_own_variables(store)
-        self.traced_mask = int(read(self.record_mask))
+        keys = sorted(store.keys(), key=int)
+        self.restore_state_values([np.asarray(store[k]) for k in keys])
 
     def set_record_mask(self, mask):
         """Sets when this observer records, at run time and in new traces."""
@@ -311,10 +387,8 @@ class Observer(keras.layers.Layer):
 
     def reset(self):
         """Forgets everything recorded; keeps `record_mask` and `momentum`."""
-        self.min_.assign(0.0)
-        self.max_.assign(0.0)
-        self.batches_seen_.assign(0)
-        self.nonfinite_count_.assign(0)
+        for name in ("min_", "max_", "batches_seen_", "nonfinite_batches_"):
+            getattr(self, name).assign(0)
         if self.histogram_ is not None:
             self.histogram_.assign(np.zeros(self.num_bins))
             self.histogram_min_.assign(0.0)
@@ -363,6 +437,7 @@ class Observer(keras.layers.Layer):
             quantize=self.quantize,
             sample_shape=self.sample_shape,
             sample_size=self.sample_size,
+            banked=self.banked,
         )
         return config
 
@@ -372,17 +447,6 @@ class Observer(keras.layers.Layer):
             return None
         kept = read(self.sample_)[: read(self.samples_kept_)]
         return kept.astype("float32")
-
-
-def counter_dtype():
-    """The dtype of the observers' counts: int64, or int32 on JAX without
-    64-bit types (`jax_enable_x64` off, its default), where int64 would be
-    truncated to int32 with a warning at every use."""
-    if keras.backend.backend() != "jax":
-        return "int64"
-    import jax
-
-    return "int64" if jax.config.jax_enable_x64 else "int32"
 
 
 def read(variable):

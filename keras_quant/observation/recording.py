@@ -120,10 +120,7 @@ def _run(model):
 def begin_run(model):
     """Keeps the observers' state aside, then resets them for a new run."""
     observers = find_observers(model)
-    _run(model).kept = [
-        [read(variable) for variable in observer.variables]
-        for observer in observers
-    ]
+    _run(model).kept = [observer.state_values() for observer in observers]
     for observer in observers:
         observer.reset()
 
@@ -159,8 +156,7 @@ def abandon_unfinished(model):
     if run.kept is None:
         return False
     for observer, values in zip(find_observers(model), run.kept):
-        for variable, value in zip(observer.variables, values):
-            variable.assign(value)
+        observer.restore_state_values(values)
     run.kept = None
     set_recording(model, RECORD_OFF)
     warnings.warn(
