@@ -19,6 +19,9 @@ For each model, the plain Keras model is compared with
    observed model (tracing included), against `model.predict(x)` on a
    fresh plain model (tracing included).
 
+Parts 2 and 3 take the median of `--repeats` fresh models each, plain and
+observed alternating.
+
 Models:
 
 - digits: a small residual CNN (Conv2D, DepthwiseConv2D, Add,
@@ -74,6 +77,7 @@ PHASE_MASKS = {
     "both": RECORD_ALWAYS,
 }
 MODELS = ("digits", "mobilenet_v2", "efficientnet")
+PARTS = ("fit", "predict", "calibration")
 
 
 def residual_digits_cnn(seed=0):
@@ -190,29 +194,45 @@ def fresh(build, observed):
     return keras_quant.observe(model) if observed else model
 
 
-def predict_first_calls(build, batch):
-    """(first call, second call) seconds of `predict` on one batch."""
-    out = {}
-    for observed in (False, True):
-        model = fresh(build, observed)
-        first = timed(
-            lambda: model.predict(batch, batch_size=BATCH_SIZE, verbose=0)
-        )
-        second = timed(
-            lambda: model.predict(batch, batch_size=BATCH_SIZE, verbose=0)
-        )
-        out[observed] = (first, second)
-    return out
+def alternating(repeats, measure):
+    """`{observed: median of measure(observed)}` over `repeats` rounds;
+    plain and observed alternate, in an order swapped every round."""
+    found = {False: [], True: []}
+    for round_ in range(repeats):
+        for observed in (False, True) if round_ % 2 == 0 else (True, False):
+            found[observed].append(measure(observed))
+    return {
+        observed: tuple(statistics.median(v) for v in zip(*values))
+        for observed, values in found.items()
+    }
 
 
-def calibration_by_predict(build, x):
-    out = {}
-    for observed in (False, True):
+def predict_first_calls(build, batch, repeats):
+    """`{observed: (first call, second call)}`, median seconds of
+    `predict` on one batch of fresh models."""
+
+    def measure(observed):
         model = fresh(build, observed)
-        out[observed] = timed(
-            lambda: model.predict(x, batch_size=BATCH_SIZE, verbose=0)
+        return tuple(
+            timed(
+                lambda: model.predict(batch, batch_size=BATCH_SIZE, verbose=0)
+            )
+            for _ in range(2)
         )
-    return out
+
+    return alternating(repeats, measure)
+
+
+def calibration_by_predict(build, x, repeats):
+    """`{observed: seconds}`, the median of `predict(x)` on fresh models."""
+
+    def measure(observed):
+        model = fresh(build, observed)
+        return (
+            timed(lambda: model.predict(x, batch_size=BATCH_SIZE, verbose=0)),
+        )
+
+    return {k: v[0] for k, v in alternating(repeats, measure).items()}
 
 
 def seconds(value):
@@ -228,12 +248,15 @@ def main():
     parser.add_argument("--models", nargs="+", choices=MODELS, default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=PARTS, help="what to time"
+    )
     args = parser.parse_args()
     models = args.models or (["digits"] if args.quick else list(MODELS))
     repeats = min(args.repeats, 2) if args.quick else args.repeats
     train_steps, val_steps = (4, 1) if args.quick else (8, 2)
 
-    fit_rows, trace_rows, calib_rows = [], [], []
+    rows = {part: [] for part in args.parts}
     for name in models:
         started = time.perf_counter()
         build = builder(name)
@@ -243,119 +266,123 @@ def main():
         else:
             train, val, calibration = zoo_data(name, train_steps, val_steps)
             from_logits = False
-
-        durations = fit_epochs(
-            build, ("plain",) + PHASES, train, val, repeats, from_logits
-        )
-        for config, found in durations.items():
-            print(
-                f"[{name}] fit {config}: epochs "
-                + ", ".join(f"{d:.3f}" for d in found),
-                flush=True,
+        if "fit" in rows:
+            rows["fit"].append(
+                fit_row(name, build, train, val, repeats, from_logits)
             )
-        plain = statistics.median(durations["plain"][1:])
-        row = [
-            name,
-            f"{len(train[0]) // BATCH_SIZE}+{-(-len(val[0]) // BATCH_SIZE)}",
-        ]
-        row.append(seconds(plain))
-        for config in PHASES:
-            steady = statistics.median(durations[config][1:])
-            row.append(f"{seconds(steady)} ({ratio(steady, plain)})")
-        row.append(
-            seconds(durations["plain"][0])
-            + " / "
-            + " / ".join(seconds(durations[c][0]) for c in PHASES)
-        )
-        fit_rows.append(row)
-
-        first = predict_first_calls(build, calibration[:BATCH_SIZE])
-        (p1, p2), (o1, o2) = first[False], first[True]
-        trace_rows.append(
-            [
-                name,
-                seconds(p1),
-                seconds(o1),
-                ratio(o1, p1),
-                seconds(p2),
-                seconds(o2),
-                seconds(p1 - p2),
-                seconds(o1 - o2),
-            ]
-        )
-        print(f"[{name}] predict first calls: {first}", flush=True)
-
-        calib = calibration_by_predict(build, calibration)
-        calib_rows.append(
-            [
-                name,
-                str(len(calibration)),
-                seconds(calib[False]),
-                seconds(calib[True]),
-                ratio(calib[True], calib[False]),
-                seconds(calib[True] - calib[False]),
-            ]
-        )
+        if "predict" in rows:
+            rows["predict"].append(
+                predict_row(name, build, calibration[:BATCH_SIZE], repeats)
+            )
+        if "calibration" in rows:
+            rows["calibration"].append(
+                calibration_row(name, build, calibration, repeats)
+            )
         print(
-            f"[{name}] calibration by predict: {calib}; "
-            f"model total {time.perf_counter() - started:.0f} s",
+            f"[{name}] total {time.perf_counter() - started:.0f} s", flush=True
+        )
+    for part, found in rows.items():
+        print()
+        print(TITLES[part].format(batch=BATCH_SIZE, repeats=repeats))
+        print_table(HEADERS[part], found)
+
+
+def fit_row(name, build, train, val, repeats, from_logits):
+    durations = fit_epochs(
+        build, ("plain",) + PHASES, train, val, repeats, from_logits
+    )
+    for config, found in durations.items():
+        print(
+            f"[{name}] fit {config}: epochs "
+            + ", ".join(f"{d:.3f}" for d in found),
             flush=True,
         )
+    plain = statistics.median(durations["plain"][1:])
+    row = [
+        name,
+        f"{len(train[0]) // BATCH_SIZE}+{-(-len(val[0]) // BATCH_SIZE)}",
+        seconds(plain),
+    ]
+    for config in PHASES:
+        steady = statistics.median(durations[config][1:])
+        row.append(f"{seconds(steady)} ({ratio(steady, plain)})")
+    row.append(
+        seconds(durations["plain"][0])
+        + " / "
+        + " / ".join(seconds(durations[c][0]) for c in PHASES)
+    )
+    return row
 
-    print()
-    print(
-        f"1. fit, seconds per epoch (train+validation steps), batch "
-        f"{BATCH_SIZE}, median of {repeats} epochs after 1 warm-up epoch; "
-        "(ratio to plain). Last column: warm-up epoch, tracing included "
-        "(plain / validation / train / both)."
-    )
-    print_table(
-        [
-            "model",
-            "steps",
-            "plain",
-            "phase=validation",
-            "phase=train",
-            "phase=both",
-            "warm-up epoch",
-        ],
-        fit_rows,
-    )
-    print()
-    print(
-        f"2. predict on one batch of {BATCH_SIZE}, fresh models, seconds: "
-        "first call (tracing included), second call, and first minus "
-        "second (about the tracing)."
-    )
-    print_table(
-        [
-            "model",
-            "plain 1st",
-            "observed 1st",
-            "ratio",
-            "plain 2nd",
-            "observed 2nd",
-            "plain tracing",
-            "observed tracing",
-        ],
-        trace_rows,
-    )
-    print()
-    print(
-        "3. calibration by predict: predict(x) on fresh models, tracing "
-        "included, seconds."
-    )
-    print_table(
-        [
-            "model",
-            "inputs",
-            "plain predict",
-            "observed predict",
-            "ratio",
-            "extra",
-        ],
-        calib_rows,
-    )
+
+def predict_row(name, build, batch, repeats):
+    first = predict_first_calls(build, batch, repeats)
+    print(f"[{name}] predict first calls: {first}", flush=True)
+    (p1, p2), (o1, o2) = first[False], first[True]
+    return [
+        name,
+        seconds(p1),
+        seconds(o1),
+        ratio(o1, p1),
+        seconds(p2),
+        seconds(o2),
+        seconds(p1 - p2),
+        seconds(o1 - o2),
+    ]
+
+
+def calibration_row(name, build, calibration, repeats):
+    calib = calibration_by_predict(build, calibration, repeats)
+    print(f"[{name}] calibration by predict: {calib}", flush=True)
+    return [
+        name,
+        str(len(calibration)),
+        seconds(calib[False]),
+        seconds(calib[True]),
+        ratio(calib[True], calib[False]),
+        seconds(calib[True] - calib[False]),
+    ]
+
+
+TITLES = {
+    "fit": "1. fit, seconds per epoch (train+validation steps), batch "
+    "{batch}, median of {repeats} epochs after 1 warm-up epoch; (ratio to "
+    "plain). Last column: warm-up epoch, tracing included (plain / "
+    "validation / train / both).",
+    "predict": "2. predict on one batch of {batch}, fresh models, median of "
+    "{repeats}, seconds: first call (tracing included), second call, and "
+    "first minus second (about the tracing).",
+    "calibration": "3. calibration by predict: predict(x) on fresh models, "
+    "median of {repeats}, tracing included, seconds.",
+}
+HEADERS = {
+    "fit": [
+        "model",
+        "steps",
+        "plain",
+        "phase=validation",
+        "phase=train",
+        "phase=both",
+        "warm-up epoch",
+    ],
+    "predict": [
+        "model",
+        "plain 1st",
+        "observed 1st",
+        "ratio",
+        "plain 2nd",
+        "observed 2nd",
+        "plain tracing",
+        "observed tracing",
+    ],
+    "calibration": [
+        "model",
+        "inputs",
+        "plain predict",
+        "observed predict",
+        "ratio",
+        "extra",
+    ],
+}
 
 
 if __name__ == "__main__":

@@ -197,25 +197,9 @@ class _BankStep:
             observer = entry.observer
             if observer.sample_ is None:
                 continue
-            keep = ops.logical_and(
+            updates += observer.next_sample(
+                ops.reshape(entry.values, (-1, *observer.sample_shape)),
                 recording[index],
-                ops.less(observer.samples_kept_, observer.sample_size),
-            )
-            updates += zip(
-                (observer.sample_, observer.samples_kept_),
-                ops.cond(
-                    keep,
-                    lambda entry=entry: entry.observer.next_sample(
-                        ops.reshape(
-                            entry.values,
-                            (-1, *entry.observer.sample_shape),
-                        )
-                    ),
-                    lambda observer=observer: (
-                        observer.sample_.value,
-                        observer.samples_kept_.value,
-                    ),
-                ),
             )
         return updates
 

@@ -268,23 +268,28 @@ class Observer(keras.layers.Layer):
     # How one batch changes the state that stays per point; called by the
     # step's `collection`, which updates every point's min and max at once.
 
-    def next_sample(self, inputs):
-        """The sample and its count after keeping the batch's first samples,
-        until `sample_size` are kept."""
+    def next_sample(self, inputs, recording):
+        """`[(variable, value)]` of the sample and its count after this
+        batch: its first samples are kept while the sample has room and
+        `recording` is true.
+
+        No branch: rows that are not kept are written to the extra row
+        past the end.
+        """
         batch = ops.cast(inputs, self.sample_.dtype)
         count = ops.shape(batch)[0]
-        positions = ops.cast(self.samples_kept_, "int32") + ops.arange(
-            count, dtype="int32"
-        )
-        rows = ops.minimum(positions, self.sample_size)  # past the end
-        kept = ops.minimum(
-            self.samples_kept_ + ops.cast(count, counter_dtype()),
-            self.sample_size,
-        )
+        held = self.samples_kept_.value
+        positions = ops.cast(held, "int32") + ops.arange(count, dtype="int32")
+        end = self.sample_size
+        rows = ops.where(recording, ops.minimum(positions, end), end)
+        grown = ops.minimum(held + ops.cast(count, held.dtype), end)
         sample = ops.scatter_update(
-            self.sample_, ops.expand_dims(rows, -1), batch
+            self.sample_.value, ops.expand_dims(rows, -1), batch
         )
-        return sample, kept
+        return [
+            (self.sample_, sample),
+            (self.samples_kept_, ops.where(recording, grown, held)),
+        ]
 
     def histogram_edges(self, batch_min, batch_max):
         """The histogram range after this batch: old range and batch range."""
