@@ -6,6 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_quant
 from keras_quant.observation.layers import Split
@@ -49,6 +50,36 @@ def test_one_observer_per_point(trained_cnn):
     assert [o.point for o in observed.observers] == points
     splits = [layer for layer in observed.layers if isinstance(layer, Split)]
     assert [s.layer.name for s in splits] == ["probabilities"]
+
+
+def test_a_split_layer_is_computed_once_while_it_records(trained_cnn, digits):
+    """The softmax layer's observed logits come from the one computation
+    of the layer: the recording graph has the plain graph's MatMuls, the
+    outputs are the original model's, the range that of the logits."""
+    observed = keras_quant.observe(trained_cnn)
+    x = digits["val"][0][:64]
+    np.testing.assert_array_equal(
+        observed.predict(x, verbose=0), trained_cnn.predict(x, verbose=0)
+    )
+    dense = trained_cnn.get_layer("probabilities")
+    features = keras.Model(trained_cnn.inputs, dense.input).predict(
+        x, verbose=0
+    )
+    logits = features @ dense.kernel.numpy() + dense.bias.numpy()
+    split = next(layer for layer in observed.layers if isinstance(layer, Split))
+    np.testing.assert_allclose(
+        split.observers[0].range(),
+        (min(logits.min(), 0.0), logits.max()),
+        rtol=1e-5,
+    )
+
+    def matmuls(model):
+        function = tf.function(lambda x: model(x, training=False))
+        spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]))
+        graph = function.get_concrete_function(spec).graph
+        return [op.type for op in graph.get_operations()].count("MatMul")
+
+    assert matmuls(observed) == matmuls(trained_cnn)
 
 
 def test_observing_twice_is_refused(calibrated_cnn):

@@ -56,6 +56,28 @@ def internal_tensor(layer, parts, part, inputs):
     raise ValueError(f"Layer '{layer.name}' has no internal tensor {part!r}.")
 
 
+def pre_activation_and_output(layer, inputs, **kwargs):
+    """`(pre-activation tensor, output)` of a Conv/Dense-like `layer`,
+    computing the layer once: it is called (`layer(inputs, **kwargs)`)
+    with a linear activation, then its activation is applied, as its
+    `call` applies it.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(2, activation="softmax")
+    >>> pre, out = pre_activation_and_output(dense, keras.ops.ones((1, 3)))
+    >>> bool(keras.ops.all(out == dense(keras.ops.ones((1, 3)))))
+    True
+    """
+    activation = layer.activation
+    layer.activation = keras.activations.linear
+    try:
+        pre = layer(inputs, **kwargs)
+    finally:
+        layer.activation = activation
+    return pre, activation(pre)
+
+
 def _without_activation(layer, inputs):
     activation = layer.activation
     layer.activation = keras.activations.linear

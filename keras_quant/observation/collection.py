@@ -123,11 +123,12 @@ class _BankStep:
             ops.bitwise_and(state["record_mask"], bits), 0
         )
         low, high, nonfinite = distribution.reduce_batch_stats(
-            *self._batch_stats(recording)
+            *self._batch_stats()
         )
-        skipped = ops.greater(nonfinite, 0)
+        # A point that does not record keeps its state whatever its batch.
+        skipped = ops.logical_and(recording, ops.greater(nonfinite, 0))
         takes = ops.logical_and(
-            ops.logical_and(recording, ops.logical_not(skipped)),
+            ops.logical_and(recording, ops.less_equal(nonfinite, 0)),
             ops.less_equal(low, high),
         )
         scalars = _next_state(state, takes, skipped, low, high)
@@ -138,24 +139,22 @@ class _BankStep:
         for variable, value in updates:
             variable.assign(value)
 
-    def _batch_stats(self, recording):
+    def _batch_stats(self):
         """Each point's batch min and max, and 1 where its tensor holds
-        NaN or Inf (else 0), as vectors; a point that does not record
-        offers an empty batch (`inf`, `-inf`, 0)."""
+        NaN or Inf (else 0), as vectors."""
         low = ops.stack([entry.low for entry in self.entries])
         high = ops.stack([entry.high for entry in self.entries])
         # NaN in the sum (or in the bounds, where they keep it); Inf in
         # the bounds.
-        nan_in = [e.low if e.total is None else e.total for e in self.entries]
+        if self.entries[0].total is None:
+            nan_probe = low
+        else:
+            nan_probe = ops.stack([entry.total for entry in self.entries])
         nonfinite = ops.logical_or(
-            ops.isnan(ops.stack(nan_in)),
+            ops.isnan(nan_probe),
             ops.logical_or(ops.equal(low, -np.inf), ops.equal(high, np.inf)),
         )
-        return (
-            ops.where(recording, low, np.inf),
-            ops.where(recording, high, -np.inf),
-            ops.cast(ops.logical_and(recording, nonfinite), "int32"),
-        )
+        return low, high, ops.cast(nonfinite, "int32")
 
     def _histogram_updates(self, takes, low, high):
         """The histogram state of the points with a histogram estimator;

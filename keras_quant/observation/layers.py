@@ -94,6 +94,17 @@ class Split(keras.layers.Wrapper):
         self.built = True
 
     def call(self, inputs, training=None, mask=None):
+        extra = {} if mask is None else {"mask": mask}
+        if self.parts == ("pre_activation",) and self.observers[0].records(
+            training
+        ):
+            # The tensor before the activation, and the output from it:
+            # the layer computed once.
+            pre, outputs = decomposition.pre_activation_and_output(
+                self.layer, inputs, training=training, **extra
+            )
+            self.observers[0].record_from(lambda: pre, training)
+            return outputs
         for part, observer in zip(self.parts, self.observers):
             observer.record_from(
                 lambda part=part: decomposition.internal_tensor(
@@ -101,7 +112,6 @@ class Split(keras.layers.Wrapper):
                 ),
                 training,
             )
-        extra = {} if mask is None else {"mask": mask}
         return self.layer(inputs, training=training, **extra)
 
     def compute_output_shape(self, input_shape):

@@ -48,6 +48,7 @@ from keras_quant.observation.state_bank import NAMES
 from keras_quant.observation.state_bank import StateBank
 from keras_quant.observation.state_bank import counter_dtype
 from keras_quant.observation.state_bank import default_row
+from keras_quant.observation.state_bank import read_once
 
 # The replay sample is kept in bfloat16: float32's range, half its bytes;
 # its 8-bit mantissa moves a replayed min or max by at most 0.4 %. Under a
@@ -260,10 +261,14 @@ class Observer(keras.layers.Layer):
         run-time `record_mask` decides, inside the traced step, whether
         the batch counts.
         """
-        bit = RECORD_TRAINING if training else RECORD_INFERENCE
-        if self.fixed_range is not None or not self.traced_mask & bit:
-            return
-        collection.record(self, compute(), bit)
+        if self.records(training):
+            collection.record(self, compute(), _phase_bit(training))
+
+    def records(self, training=None):
+        """Whether a step of this phase (a training step or not) traces
+        recording ops for this observer."""
+        bit = _phase_bit(training)
+        return self.fixed_range is None and bool(self.traced_mask & bit)
 
     # How one batch changes the state that stays per point; called by the
     # step's `collection`, which updates every point's min and max at once.
@@ -278,7 +283,7 @@ class Observer(keras.layers.Layer):
         """
         batch = ops.cast(inputs, self.sample_.dtype)
         count = ops.shape(batch)[0]
-        held = self.samples_kept_.value
+        held = read_once(self.samples_kept_)
         positions = ops.cast(held, "int32") + ops.arange(count, dtype="int32")
         end = self.sample_size
         rows = ops.where(recording, ops.minimum(positions, end), end)
@@ -452,6 +457,10 @@ class Observer(keras.layers.Layer):
             return None
         kept = read(self.sample_)[: read(self.samples_kept_)]
         return kept.astype("float32")
+
+
+def _phase_bit(training):
+    return RECORD_TRAINING if training else RECORD_INFERENCE
 
 
 def read(variable):

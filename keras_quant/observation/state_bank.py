@@ -92,9 +92,10 @@ class StateBank:
         return Slot(self.variables[name], index)
 
     def rows(self, indices):
-        """`{field name: vector}` of the given rows, as tensors."""
+        """`{field name: vector}` of the given rows, as tensors (each
+        variable read once)."""
         return {
-            name: self.gather(variable.value, indices)
+            name: self.gather(read_once(variable), indices)
             for name, variable in self.variables.items()
         }
 
@@ -144,6 +145,12 @@ class Slot:
             ops.reshape(ops.cast(value, self.dtype), (1,)),
         )
         self.variable.assign(updated)
+
+
+def read_once(variable):
+    """`variable`'s value as a tensor, read once: used as it is, a
+    TensorFlow variable is read again by every op that takes it."""
+    return ops.copy(variable.value)
 
 
 def _variable(owner, field, values):
