@@ -11,7 +11,8 @@ For each model, the plain Keras model is compared with
    warm-up epoch (tracing included: the warm-up column); then `--repeats`
    rounds of one epoch per model, in an order rotated every round, so
    that drift in the machine's speed falls on every model alike; steady
-   state is the median over the rounds, the overhead its ratio to plain.
+   state is the median over the rounds, the overhead the median over the
+   rounds of each epoch's ratio to the plain epoch of its round.
 2. predict tracing: the first `predict` call on one batch (tracing
    included) and the second one, on a fresh plain and a fresh observed
    model; first minus second is about the tracing cost.
@@ -305,13 +306,24 @@ def fit_row(name, build, train, val, repeats, from_logits):
     ]
     for config in PHASES:
         steady = statistics.median(durations[config][1:])
-        row.append(f"{seconds(steady)} ({ratio(steady, plain)})")
+        row.append(
+            f"{seconds(steady)} "
+            f"({paired_ratio(durations[config], durations['plain'])})"
+        )
     row.append(
         seconds(durations["plain"][0])
         + " / "
         + " / ".join(seconds(durations[c][0]) for c in PHASES)
     )
     return row
+
+
+def paired_ratio(epochs, plain_epochs):
+    """The median over rounds of an epoch's ratio to the plain epoch of
+    the same round (warm-up excluded): the machine's drift from round to
+    round cancels out."""
+    ratios = [a / b for a, b in zip(epochs[1:], plain_epochs[1:])]
+    return f"{statistics.median(ratios):.2f}x"
 
 
 def predict_row(name, build, batch, repeats):
@@ -345,8 +357,8 @@ def calibration_row(name, build, calibration, repeats):
 
 TITLES = {
     "fit": "1. fit, seconds per epoch (train+validation steps), batch "
-    "{batch}, median of {repeats} epochs after 1 warm-up epoch; (ratio to "
-    "plain). Last column: warm-up epoch, tracing included (plain / "
+    "{batch}, median of {repeats} epochs after 1 warm-up epoch; (median "
+    "of the ratios to plain round by round). Last column: warm-up epoch, tracing included (plain / "
     "validation / train / both).",
     "predict": "2. predict on one batch of {batch}, fresh models, median of "
     "{repeats}, seconds: first call (tracing included), second call, and "
