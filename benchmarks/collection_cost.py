@@ -358,8 +358,8 @@ def calibration_row(name, build, calibration, repeats):
 TITLES = {
     "fit": "1. fit, seconds per epoch (train+validation steps), batch "
     "{batch}, median of {repeats} epochs after 1 warm-up epoch; (median "
-    "of the ratios to plain round by round). Last column: warm-up epoch, tracing included (plain / "
-    "validation / train / both).",
+    "of the ratios to plain round by round). Last column: warm-up epoch, "
+    "tracing included (plain / validation / train / both).",
     "predict": "2. predict on one batch of {batch}, fresh models, median of "
     "{repeats}, seconds: first call (tracing included), second call, and "
     "first minus second (about the tracing).",
