@@ -1,13 +1,14 @@
 """One batched update per step for every observer of a model.
 
-An observer's own work in a step is three reductions of its tensor (min,
-max and sum). Everything else is done once per step for all observers
-together, as vector operations over the points (decisions D43, D44):
+An observer's own work in a step is two reductions of its tensor (min and
+max; a sum too where they may drop a NaN, `bounds_keep_nan`). Everything
+else is done once per step for all observers together, as vector
+operations over the points (decisions D43, D44):
 
-1. which points hold NaN or Inf, from the reductions (a NaN or an Inf
-   makes the sum NaN or infinite, an Inf the min or max): such a point
-   skips the batch and counts it in `nonfinite_batches_`, with no second
-   pass over the tensor and no conditional;
+1. which points hold NaN or Inf, from the reductions (an Inf makes the
+   min or max infinite, a NaN the min and max, or the sum, NaN): such a
+   point skips the batch and counts it in `nonfinite_batches_`, with no
+   second pass over the tensor and no conditional;
 2. one exchange across `tf.distribute` replicas and workers, of all the
    points' statistics stacked, so every replica holds the range a single
    device would compute on the global batch;
@@ -55,7 +56,8 @@ _ACTIVE = threading.local()
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-    """One observer's tensor in this step, and its three reductions."""
+    """One observer's tensor in this step, and its reductions (min, max,
+    and a sum where the bounds may drop a NaN)."""
 
     observer: object
     values: object  # float32, the observed tensor's shape
