@@ -200,7 +200,7 @@ def alternating(repeats, measure):
     plain and observed alternate, in an order swapped every round."""
     found = {False: [], True: []}
     for round_ in range(repeats):
-        for observed in (False, True) if round_ % 2 == 0 else (True, False):
+        for observed in common.rotated((False, True), round_):
             found[observed].append(measure(observed))
     return {
         observed: tuple(statistics.median(v) for v in zip(*values))

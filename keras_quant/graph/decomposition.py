@@ -17,6 +17,8 @@ observers; `LayerStep` layers rebuild the split layer for export, with
 fake-quant between the steps. Both use inference semantics.
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -69,20 +71,23 @@ def pre_activation_and_output(layer, inputs, **kwargs):
     >>> bool(keras.ops.all(out == dense(keras.ops.ones((1, 3)))))
     True
     """
-    activation = layer.activation
-    layer.activation = keras.activations.linear
-    try:
+    with _linear_activation(layer):
         pre = layer(inputs, **kwargs)
-    finally:
-        layer.activation = activation
-    return pre, activation(pre)
+    return pre, layer.activation(pre)
 
 
 def _without_activation(layer, inputs):
+    with _linear_activation(layer):
+        return layer.call(inputs)
+
+
+@contextlib.contextmanager
+def _linear_activation(layer):
+    """`layer` with a linear activation inside the block."""
     activation = layer.activation
     layer.activation = keras.activations.linear
     try:
-        return layer.call(inputs)
+        yield
     finally:
         layer.activation = activation
 

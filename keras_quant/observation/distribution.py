@@ -40,8 +40,8 @@ def reduce_batch_stats(batch_min, batch_max, nonfinite):
         batch_min: this replica's minimum of each point (float32, a scalar
             or a vector over points).
         batch_max: this replica's maximum, shaped like `batch_min`.
-        nonfinite: this replica's count of NaN/Inf (integers: values, or
-            1 for a tensor that holds some), shaped like `batch_min`.
+        nonfinite: 1 where this replica's tensor holds NaN or Inf, else
+            0 (integers), shaped like `batch_min`; summed across replicas.
 
     Returns:
         The same three values over the global batch, in one exchange.

@@ -337,11 +337,8 @@ def collected_ranges(model, needed_for="Export"):
             "`model.evaluate(calibration_data)` (or train with the "
             "`RangeCalibration` callback and validation data) first."
         )
-    nonfinite = {
-        o.point: read(o.nonfinite_batches_)
-        for o in observers
-        if read(o.nonfinite_batches_) > 0
-    }
+    skipped = {o.point: read(o.nonfinite_batches_) for o in observers}
+    nonfinite = {point: count for point, count in skipped.items() if count}
     if nonfinite:
         listed = ", ".join(f"{k} ({v})" for k, v in nonfinite.items())
         raise NonFiniteActivationError(

@@ -89,7 +89,7 @@ class StateBank:
 
     def slot(self, name, index):
         """Row `index` of field `name`, used like a scalar variable."""
-        return Slot(self.variables[name], index)
+        return Slot(self, name, index)
 
     def rows(self, indices):
         """`{field name: vector}` of the given rows, as tensors (each
@@ -120,12 +120,12 @@ class StateBank:
 
 
 class Slot:
-    """One row of a bank variable: `.value`, `.dtype` and `.assign` as a
+    """One row of a bank's field: `.value`, `.dtype` and `.assign` as a
     scalar variable has them."""
 
-    def __init__(self, variable, index):
-        self.variable = variable
-        self.index = index
+    def __init__(self, bank, name, index):
+        self.variable = bank.variables[name]
+        self.bank, self.name, self.index = bank, name, index
 
     @property
     def dtype(self):
@@ -139,12 +139,7 @@ class Slot:
         return ops.convert_to_numpy(self.value)
 
     def assign(self, value):
-        updated = ops.scatter_update(
-            self.variable.value,
-            [[self.index]],
-            ops.reshape(ops.cast(value, self.dtype), (1,)),
-        )
-        self.variable.assign(updated)
+        self.bank.assign_rows(self.name, [self.index], ops.reshape(value, (1,)))
 
 
 def read_once(variable):
@@ -160,20 +155,13 @@ def _variable(owner, field, values):
     def initializer(shape, dtype=None):
         return ops.convert_to_tensor(initial, dtype=dtype)
 
-    if owner is None:
-        return keras.Variable(
-            initializer,
-            shape=initial.shape,
-            dtype=dtype,
-            trainable=False,
-            name=f"observer_{field.name.strip('_')}",
-            aggregation="only_first_replica",
-        )
-    return owner.add_weight(
-        name=f"observer_{field.name.strip('_')}",
+    spec = dict(
         shape=initial.shape,
         dtype=dtype,
-        initializer=initializer,
         trainable=False,
+        name=f"observer_{field.name.strip('_')}",
         aggregation="only_first_replica",
     )
+    if owner is None:
+        return keras.Variable(initializer, **spec)
+    return owner.add_weight(initializer=initializer, **spec)
