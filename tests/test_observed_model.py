@@ -82,6 +82,47 @@ def test_a_split_layer_is_computed_once_while_it_records(trained_cnn, digits):
     assert matmuls(observed) == matmuls(trained_cnn)
 
 
+def counting_mlp(traces, batch_size=None):
+    """A small MLP whose Lambda layer appends to `traces` when traced."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,), batch_size=batch_size)
+    x = keras.layers.Dense(16, activation="relu")(inputs)
+    x = keras.layers.Lambda(lambda t: traces.append(1) or t)(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+
+def test_predict_traces_once_for_a_smaller_last_batch(digits):
+    """40 inputs in batches of 32 end with a batch of 8: Keras traces a
+    plain model's predict twice, the observed model's once, and every
+    batch, the last included, is computed and recorded."""
+    traces = []
+    model = counting_mlp(traces)
+    observed = keras_quant.observe(model)
+    x = digits["test"][0][:40].reshape(40, -1)
+    traces.clear()
+    outputs = observed.predict(x, batch_size=32, verbose=0)
+    assert len(traces) == 1
+    np.testing.assert_allclose(outputs, model(x), atol=1e-6)
+    x_last = x[32:].copy()
+    x_last[0, 0] = 7.0  # only the last batch holds this maximum
+    traces.clear()
+    keras_quant.reset_ranges(observed)
+    observed.predict(np.concatenate([x[:32], x_last]), verbose=0)
+    assert len(traces) == 0
+    assert observed.observers[0].range() == (0.0, 7.0)
+
+
+def test_predict_with_a_fixed_batch_size_keeps_keras_tracing(digits):
+    """A model whose inputs fix the batch size is traced as Keras does."""
+    traces = []
+    observed = keras_quant.observe(counting_mlp(traces, batch_size=8))
+    x = digits["test"][0][:16].reshape(16, -1)
+    traces.clear()
+    observed.predict(x, batch_size=8, verbose=0)
+    assert len(traces) == 1
+    assert observed.observers[0].range() == (0.0, float(x.max()))
+
+
 def test_observing_twice_is_refused(calibrated_cnn):
     with pytest.raises(ValueError, match="already has observers"):
         keras_quant.observe(calibrated_cnn)

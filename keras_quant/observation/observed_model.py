@@ -22,6 +22,7 @@ from keras_quant.errors import NonFiniteActivationError
 from keras_quant.errors import NotCalibratedError
 from keras_quant.graph import placement
 from keras_quant.graph import trace as graph_lib
+from keras_quant.observation import any_batch
 from keras_quant.observation import collection
 from keras_quant.observation import distribution
 from keras_quant.observation import recording
@@ -121,6 +122,23 @@ class ObservedModel(keras.Model):
     def predict(self, *args, **kwargs):
         recording.abandon_unfinished(self)
         return super().predict(*args, **kwargs)
+
+    def make_predict_function(self, force=False):
+        """Keras's predict function, traced once for batches of any size
+        on TensorFlow when the model's batch dimension is free
+        (`any_batch`, decision D45)."""
+        before = self.predict_function
+        super().make_predict_function(force=force)
+        if self.predict_function is not before and self._takes_any_batch():
+            self.predict_function = any_batch.trace_for_any_batch(
+                self.predict_function
+            )
+        return self.predict_function
+
+    def _takes_any_batch(self):
+        return keras.backend.backend() == "tensorflow" and all(
+            tensor.shape[0] is None for tensor in self.inputs
+        )
 
     def evaluate(self, *args, **kwargs):
         recording.abandon_unfinished(self)
