@@ -140,12 +140,31 @@ def test_the_run_time_mask_decides_inside_a_traced_step():
         assert read(observer.max_) < 20
 
 
-def traced_ops(model, training):
-    """Op types of `model`'s call traced by TensorFlow, with counts."""
+REDUCE = ("Min", "Max")
+
+
+def traced_graph(model, training):
+    """The graph of `model`'s call traced by TensorFlow."""
     function = tf.function(lambda x: model(x, training=training))
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]))
-    graph = function.get_concrete_function(spec).graph
+    return function.get_concrete_function(spec).graph
+
+
+def traced_ops(model, training):
+    """Op types of `model`'s call traced by TensorFlow, with counts."""
+    graph = traced_graph(model, training)
     return collections.Counter(op.type for op in graph.get_operations())
+
+
+def test_reductions_share_one_axes_constant_per_rank(calibrated_cnn):
+    """Every point's min and max reduce over the axes of one constant per
+    tensor rank, not one constant each."""
+    graph = traced_graph(calibrated_cnn, False)
+    reductions = [op for op in graph.get_operations() if op.type in REDUCE]
+    axes = {op.inputs[1].op.name for op in reductions}
+    ranks = {op.inputs[0].shape.rank for op in reductions}
+    assert len(reductions) > 2 * len(ranks)
+    assert len(axes) == len(ranks)
 
 
 def test_a_phase_that_does_not_record_traces_no_observer_op(calibrated_cnn):

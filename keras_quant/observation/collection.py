@@ -80,10 +80,12 @@ class Collection:
     def __init__(self, bounds_keep_nan=False):
         self.entries = []
         self.bounds_keep_nan = bounds_keep_nan
+        self._axes = {}
 
     def add(self, observer, inputs, bit):
         """Adds `observer`'s tensor `inputs`, recorded for phase `bit`."""
         values = ops.cast(inputs, "float32")
+        axes = self.all_axes(len(values.shape))
         # `initial` costs two ops per point: only for a tensor known to be
         # empty (JAX and PyTorch refuse to reduce one without it; a
         # TensorFlow graph gives the same inf and -inf for an empty batch).
@@ -93,11 +95,25 @@ class Collection:
                 observer,
                 values,
                 bit,
-                ops.min(values, initial=np.inf if empty else None),
-                ops.max(values, initial=-np.inf if empty else None),
-                None if self.bounds_keep_nan else ops.sum(values),
+                ops.min(values, axis=axes, initial=np.inf if empty else None),
+                ops.max(values, axis=axes, initial=-np.inf if empty else None),
+                None if self.bounds_keep_nan else ops.sum(values, axis=axes),
             )
         )
+
+    def all_axes(self, rank):
+        """The axes of a tensor of `rank`, for a reduction to a scalar.
+
+        On TensorFlow, one constant per rank for the whole step: left to
+        itself, each reduction adds its own constant of axes to the graph,
+        and every op costs tracing time (decision D45). Elsewhere None,
+        which reduces over all axes.
+        """
+        if keras.backend.backend() != "tensorflow" or rank == 0:
+            return None
+        if rank not in self._axes:
+            self._axes[rank] = ops.convert_to_tensor(list(range(rank)), "int32")
+        return self._axes[rank]
 
     def apply(self):
         """Updates every observer added: one batched update per bank (an
@@ -120,17 +136,17 @@ class _BankStep:
 
     def apply(self):
         state = self.bank.rows(self.rows)
-        bits = ops.convert_to_tensor([e.bit for e in self.entries], "int32")
+        # The points of one step share its phase bit.
         recording = ops.not_equal(
-            ops.bitwise_and(state["record_mask"], bits), 0
+            ops.bitwise_and(state["record_mask"], self.entries[0].bit), 0
         )
         low, high, nonfinite = distribution.reduce_batch_stats(
             *self._batch_stats()
         )
         # A point that does not record keeps its state whatever its batch.
-        skipped = ops.logical_and(recording, ops.greater(nonfinite, 0))
+        skipped = ops.logical_and(recording, nonfinite)
         takes = ops.logical_and(
-            ops.logical_and(recording, ops.less_equal(nonfinite, 0)),
+            ops.logical_and(recording, ops.logical_not(nonfinite)),
             ops.less_equal(low, high),
         )
         scalars = _next_state(state, takes, skipped, low, high)
@@ -142,8 +158,8 @@ class _BankStep:
             variable.assign(value)
 
     def _batch_stats(self):
-        """Each point's batch min and max, and 1 where its tensor holds
-        NaN or Inf (else 0), as vectors."""
+        """Each point's batch min and max, and whether its tensor holds
+        NaN or Inf, as vectors."""
         low = ops.stack([entry.low for entry in self.entries])
         high = ops.stack([entry.high for entry in self.entries])
         # NaN in the sum (or in the bounds, where they keep it); Inf in
@@ -156,7 +172,7 @@ class _BankStep:
             ops.isnan(nan_probe),
             ops.logical_or(ops.equal(low, -np.inf), ops.equal(high, np.inf)),
         )
-        return low, high, ops.cast(nonfinite, "int32")
+        return low, high, nonfinite
 
     def _histogram_updates(self, takes, low, high):
         """The histogram state of the points with a histogram estimator;
@@ -194,14 +210,17 @@ class _BankStep:
     def _sample_updates(self, recording):
         """The replay samples of the points that keep one (model inputs)."""
         updates = []
+        per_point = None
         for index, entry in enumerate(self.entries):
             observer = entry.observer
             if observer.sample_ is None:
                 continue
-            updates += observer.next_sample(
-                ops.reshape(entry.values, (-1, *observer.sample_shape)),
-                recording[index],
-            )
+            if per_point is None:  # one op for all the points' flags
+                per_point = ops.unstack(recording)
+            values = entry.values
+            if tuple(values.shape[1:]) != observer.sample_shape:
+                values = ops.reshape(values, (-1, *observer.sample_shape))
+            updates += observer.next_sample(values, per_point[index])
         return updates
 
 
@@ -211,20 +230,22 @@ def _next_state(state, takes, skipped, low, high):
     take this batch, `skipped` which skip it for NaN or Inf."""
     seen = state["batches_seen_"]
     momentum = state["momentum"]
-    first = ops.equal(seen, 0)
+    first = ops.equal(seen, ops.zeros((), seen.dtype))  # no cast of a 0
     running = ops.equal(momentum, 0.0)
 
     def moved(old, batch, extreme):
-        average = momentum * old + (1.0 - momentum) * batch
-        new = ops.where(running, extreme(old, batch), average)
-        return ops.where(takes, ops.where(first, batch, new), old)
+        # A point's first batch is its range: it starts from the batch.
+        start = ops.where(first, batch, old)
+        average = batch + momentum * (start - batch)
+        new = ops.where(running, extreme(start, batch), average)
+        return ops.where(takes, new, old)
 
     counted = state["nonfinite_batches_"]
     return {
         "min_": moved(state["min_"], low, ops.minimum),
         "max_": moved(state["max_"], high, ops.maximum),
-        "batches_seen_": ops.where(takes, seen + 1, seen),
-        "nonfinite_batches_": ops.where(skipped, counted + 1, counted),
+        "batches_seen_": seen + ops.cast(takes, seen.dtype),
+        "nonfinite_batches_": counted + ops.cast(skipped, counted.dtype),
     }
 
 

@@ -34,14 +34,15 @@ def replicas_in_sync():
 
 
 def reduce_batch_stats(batch_min, batch_max, nonfinite):
-    """Global min, max and NaN/Inf count of a batch split across replicas.
+    """Global min, max and NaN/Inf flag of a batch split across replicas.
 
     Args:
         batch_min: this replica's minimum of each point (float32, a scalar
             or a vector over points).
         batch_max: this replica's maximum, shaped like `batch_min`.
-        nonfinite: 1 where this replica's tensor holds NaN or Inf, else
-            0 (integers), shaped like `batch_min`; summed across replicas.
+        nonfinite: true where this replica's tensor holds NaN or Inf
+            (bool), shaped like `batch_min`; true globally if true on any
+            replica.
 
     Returns:
         The same three values over the global batch, in one exchange.
@@ -55,8 +56,8 @@ def reduce_batch_stats(batch_min, batch_max, nonfinite):
     )
     low = tf.reduce_min(gathered[:, 0], axis=0)
     high = -tf.reduce_min(gathered[:, 1], axis=0)
-    count = tf.cast(tf.reduce_sum(gathered[:, 2], axis=0), nonfinite.dtype)
-    return low, high, count
+    flagged = tf.reduce_max(gathered[:, 2], axis=0) > 0
+    return low, high, flagged
 
 
 def sum_across_replicas(value):

@@ -282,19 +282,18 @@ class Observer(keras.layers.Layer):
         past the end.
         """
         batch = ops.cast(inputs, self.sample_.dtype)
-        count = ops.shape(batch)[0]
-        held = read_once(self.samples_kept_)
-        positions = ops.cast(held, "int32") + ops.arange(count, dtype="int32")
+        # (fewer ops than `ops.shape(batch)[0]`, a dynamic one when the
+        # batch size is not known)
+        count = ops.size(batch) // int(np.prod(self.sample_shape))
+        held = ops.cast(read_once(self.samples_kept_), "int32")
         end = self.sample_size
-        rows = ops.where(recording, ops.minimum(positions, end), end)
-        grown = ops.minimum(held + ops.cast(count, held.dtype), end)
+        start = ops.where(recording, held, end)
+        rows = ops.minimum(start + ops.arange(count, dtype="int32"), end)
         sample = ops.scatter_update(
             self.sample_.value, ops.expand_dims(rows, -1), batch
         )
-        return [
-            (self.sample_, sample),
-            (self.samples_kept_, ops.where(recording, grown, held)),
-        ]
+        kept = ops.minimum(held + ops.where(recording, count, 0), end)
+        return [(self.sample_, sample), (self.samples_kept_, kept)]
 
     def histogram_edges(self, batch_min, batch_max):
         """The histogram range after this batch: old range and batch range."""
