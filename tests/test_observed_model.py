@@ -123,6 +123,32 @@ def test_predict_with_a_fixed_batch_size_keeps_keras_tracing(digits):
     assert observed.observers[0].range() == (0.0, float(x.max()))
 
 
+class FlattenWithBatchSize(keras.layers.Layer):
+    """Reshapes with the batch size as a Python int: traceable only when
+    the batch size is known."""
+
+    def call(self, inputs):
+        return keras.ops.reshape(inputs, (int(inputs.shape[0]), -1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], int(np.prod(input_shape[1:])))
+
+
+def test_predict_works_when_a_layer_needs_the_batch_size(digits):
+    """A model that cannot be traced with the batch size unknown predicts
+    as Keras predicts it, and its observers record."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    outputs = keras.layers.Dense(10)(FlattenWithBatchSize()(x))
+    model = keras.Model(inputs, outputs)
+    observed = keras_quant.observe(model)
+    x = digits["test"][0][:64].reshape(64, 8, 8, 1)
+    np.testing.assert_allclose(
+        observed.predict(x, batch_size=32, verbose=0), model(x), atol=1e-5
+    )
+    assert all(o.calibrated for o in observed.observers)
+
+
 def test_observing_twice_is_refused(calibrated_cnn):
     with pytest.raises(ValueError, match="already has observers"):
         keras_quant.observe(calibrated_cnn)

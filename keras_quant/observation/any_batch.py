@@ -39,7 +39,9 @@ def trace_for_any_batch(function):
 
     Falls back to `function`'s own tracing when the structure holds
     anything but dense tensors (distributed values, ragged or sparse
-    tensors, Python values).
+    tensors, Python values), or when the model cannot be traced without
+    a batch size (a layer that computes with `x.shape[0]`): such a model
+    predicts as Keras predicts it.
     """
     import tensorflow as tf
 
@@ -50,12 +52,22 @@ def trace_for_any_batch(function):
     def call(*args):
         if not state["traced"]:
             state["traced"] = True
-            specs = _any_batch_specs(args)
-            if specs is not None:
-                function.get_concrete_function(*specs)
+            _trace_relaxed(function, args)
         return function(*args)
 
     return call
+
+
+def _trace_relaxed(function, args):
+    specs = _any_batch_specs(args)
+    if specs is None:
+        return
+    try:
+        function.get_concrete_function(*specs)
+    except (TypeError, ValueError):
+        # A layer needs the batch size; any real error comes back from
+        # the trace with the batch's own shape, as Keras makes it.
+        pass
 
 
 def _any_batch_specs(args):
