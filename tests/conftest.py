@@ -5,6 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers
 from sklearn.datasets import load_digits
 
@@ -40,6 +41,13 @@ def digits():
         "val": (x[1100:1450], y[1100:1450]),
         "test": (x[1450:], y[1450:]),
     }
+
+
+def traced_graph(model, training):
+    """The graph of `model`'s call traced by TensorFlow, batch size free."""
+    function = tf.function(lambda x: model(x, training=training))
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]))
+    return function.get_concrete_function(spec).graph
 
 
 def compile_classifier(model, from_logits=False):

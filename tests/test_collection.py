@@ -7,7 +7,6 @@ import collections
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_quant
 from keras_quant.conversion import graphs
@@ -16,6 +15,7 @@ from keras_quant.observation import recording
 from keras_quant.observation.observers import RECORD_ALWAYS
 from keras_quant.observation.observers import Observer
 from keras_quant.observation.observers import read
+from tests.conftest import traced_graph
 
 RNG = np.random.default_rng(0)
 ESTIMATORS = ("minmax", "ema", "percentile")
@@ -141,13 +141,6 @@ def test_the_run_time_mask_decides_inside_a_traced_step():
 
 
 REDUCE = ("Min", "Max")
-
-
-def traced_graph(model, training):
-    """The graph of `model`'s call traced by TensorFlow."""
-    function = tf.function(lambda x: model(x, training=training))
-    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]))
-    return function.get_concrete_function(spec).graph
 
 
 def traced_ops(model, training):

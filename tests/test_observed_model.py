@@ -6,13 +6,13 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_quant
 from keras_quant.observation.layers import Split
 from keras_quant.observation.observed_model import replay_sample
 from keras_quant.observation.observers import read
 from tests.conftest import small_cnn
+from tests.conftest import traced_graph
 
 
 def test_observed_model_computes_the_same_outputs(trained_cnn, digits):
@@ -74,9 +74,7 @@ def test_a_split_layer_is_computed_once_while_it_records(trained_cnn, digits):
     )
 
     def matmuls(model):
-        function = tf.function(lambda x: model(x, training=False))
-        spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]))
-        graph = function.get_concrete_function(spec).graph
+        graph = traced_graph(model, training=False)
         return [op.type for op in graph.get_operations()].count("MatMul")
 
     assert matmuls(observed) == matmuls(trained_cnn)

@@ -75,18 +75,13 @@ def _any_batch_specs(args):
     None if a leaf is not a dense tensor with a batch dimension."""
     import tensorflow as tf
 
-    leaves = keras.tree.flatten(args)
-    if not all(_is_batched_tensor(leaf, tf) for leaf in leaves):
+    # (ragged and sparse tensors are not `tf.Tensor`s)
+    batched = (
+        isinstance(leaf, tf.Tensor) and leaf.shape.rank
+        for leaf in keras.tree.flatten(args)
+    )
+    if not all(batched):
         return None
     return keras.tree.map_structure(
         lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype), args
-    )
-
-
-def _is_batched_tensor(value, tf):
-    return (
-        isinstance(value, tf.Tensor)
-        and not isinstance(value, tf.SparseTensor)
-        and value.shape.rank is not None
-        and value.shape.rank >= 1
     )

@@ -48,7 +48,6 @@ from keras_quant.observation.state_bank import NAMES
 from keras_quant.observation.state_bank import StateBank
 from keras_quant.observation.state_bank import counter_dtype
 from keras_quant.observation.state_bank import default_row
-from keras_quant.observation.state_bank import read_once
 
 # The replay sample is kept in bfloat16: float32's range, half its bytes;
 # its 8-bit mantissa moves a replayed min or max by at most 0.4 %. Under a
@@ -285,7 +284,7 @@ class Observer(keras.layers.Layer):
         # (fewer ops than `ops.shape(batch)[0]`, a dynamic one when the
         # batch size is not known)
         count = ops.size(batch) // int(np.prod(self.sample_shape))
-        held = ops.cast(read_once(self.samples_kept_), "int32")
+        held = ops.cast(self.samples_kept_.value, "int32")  # read once
         end = self.sample_size
         start = ops.where(recording, held, end)
         rows = ops.minimum(start + ops.arange(count, dtype="int32"), end)
