@@ -85,22 +85,27 @@ def test_a_step_updates_every_observer_as_it_would_alone():
         assert found["batches_seen_"] == 3 - skipped[observer.name]
 
 
-def test_an_observed_model_keeps_the_scalars_in_one_variable_per_field():
+def test_an_observed_model_keeps_the_scalars_in_two_variables():
     """The observers of `observe` keep no scalar variable of their own: the
-    model's bank has one row per observer, and each observer reads its
-    own row."""
+    model's bank has one row per observer and a column per field, in one
+    variable per dtype, and each observer reads its own row."""
     model = three_points()
     observers = recording.find_observers(model)
     bank = model.observer_state
     assert all(o.bank is bank for o in observers)
-    assert {v.shape for v in bank.variables.values()} == {(3,)}
+    assert {name: tuple(v.shape) for name, v in bank.variables.items()} == {
+        "reals": (3, 3),
+        "counts": (3, 3),
+    }
     for observer in observers:
         assert [v.path for v in observer.variables] == [
             v.path for v in observer.own_variables()
         ]
     model.predict(RNG.normal(size=(8, 6)).astype("float32"), verbose=0)
-    maxima = keras.ops.convert_to_numpy(bank.variables["max_"].value)
-    assert [read(o.max_) for o in observers] == list(maxima)
+    reals = keras.ops.convert_to_numpy(bank.variables["reals"].value)
+    _, max_column = bank.cell["max_"]
+    maxima = list(reals[:, max_column])
+    assert [read(o.max_) for o in observers] == maxima
     assert len(set(maxima)) == 3
 
 
@@ -185,9 +190,12 @@ def test_a_phase_that_does_not_record_traces_no_observer_op(calibrated_cnn):
     # Two reductions per point: TensorFlow's min and max keep NaN.
     assert inference["Min"] == inference["Max"] == points
     assert inference["Sum"] == plain["Sum"]
-    # min, max, batches seen, NaN batches: one assignment each for the
-    # whole model; the sample and its count.
-    assert inference["AssignVariableOp"] == 4 + 2 * sampled
+    # The bank's two variables (reals, counts): one assignment each for
+    # the whole model; the replay sample is handed to the host in one call.
+    assert inference["AssignVariableOp"] == 2
+    plain_inference = traced_ops(graphs.float_graph(calibrated_cnn), False)
+    assert inference["ReadVariableOp"] - plain_inference["ReadVariableOp"] == 2
+    assert inference["PyFunc"] == sampled
 
 
 @pytest.mark.parametrize("phase", ["validation", "both"])

@@ -14,7 +14,7 @@ import keras_quant
 from keras_quant.observation.observers import read
 
 
-def build_observed(estimator, batch_norm):
+def build_observed(estimator, batch_norm, **kwargs):
     keras.utils.set_random_seed(3)
     inputs = keras.Input((8, 8, 1))
     x = layers.Conv2D(6, 3, padding="same", use_bias=not batch_norm)(inputs)
@@ -24,7 +24,7 @@ def build_observed(estimator, batch_norm):
     x = layers.Flatten()(x)
     outputs = layers.Dense(10, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    observed = keras_quant.observe(model, estimator)
+    observed = keras_quant.observe(model, estimator, **kwargs)
     observed.compile(
         keras.optimizers.SGD(learning_rate=0.0),
         "sparse_categorical_crossentropy",
@@ -92,3 +92,28 @@ def test_training_ranges_match_one_device(mirrored, digits):
     distributed = collect(mirrored, "minmax", run, batch_norm=False)
     assert [s[1] for s in single] == [16] * len(single)
     np.testing.assert_equal(distributed, single)
+
+
+def test_replay_sample_holds_the_first_inputs_of_every_replica(
+    mirrored, digits, tmp_path
+):
+    """Both replicas hand their share of each batch to the host sample:
+    it fills with distinct inputs of the first global batches, and is
+    saved with the model."""
+    x, y = digits["train"][0][:512], digits["train"][1][:512]
+    with mirrored.scope():
+        observed = build_observed("minmax", False, replay_samples=100)
+    (observer,) = [o for o in observed.observers if o.replay is not None]
+    observed.evaluate(x, y, batch_size=64, verbose=0)
+    sample = observer.replay_sample()
+    first = x[: 2 * 64].reshape(128, 1, -1)
+    # bfloat16 keeps 8 bits of mantissa: within 0.4 % of an input.
+    close = np.isclose(sample.reshape(-1, 64), first, rtol=2**-8, atol=0)
+    matches = close.all(-1)  # (first inputs, samples)
+    assert sample.shape == (100, 8, 8, 1)
+    assert matches.any(0).all()  # every sample is one of them
+    assert len({tuple(np.flatnonzero(m)) for m in matches.T}) == 100
+    observed.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    (again,) = [o for o in loaded.observers if o.replay is not None]
+    np.testing.assert_array_equal(again.replay_sample(), sample)

@@ -1,3 +1,4 @@
+import collections
 import json
 import os
 import subprocess
@@ -6,8 +7,10 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_quant
+from keras_quant.observation import recording
 from keras_quant.observation.layers import Split
 from keras_quant.observation.observed_model import replay_sample
 from keras_quant.observation.observers import read
@@ -313,6 +316,52 @@ def test_input_observers_keep_the_first_inputs_they_record(tmp_path):
     np.testing.assert_array_equal(replay_sample(loaded)[0], sample)
     keras_quant.reset_ranges(loaded)
     assert replay_sample(loaded) is None
+
+
+@pytest.mark.parametrize(
+    "steps", [("xla", "host"), ("host", "xla"), ("host", "xla", "host")]
+)
+def test_replay_sample_continues_between_xla_and_host_steps(steps):
+    """A step compiled by XLA cannot call back to Python and keeps the
+    sample in its variables; the other steps keep it on the host. Each
+    new trace takes over where the other kind stopped."""
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    observed = keras_quant.observe(model, replay_samples=40)
+    data = np.random.default_rng(1).normal(size=(48, 5)).astype("float32")
+    for kind, chunk in zip(steps, np.array_split(data, len(steps))):
+        step = tf.function(observed, jit_compile=kind == "xla")
+        for start in range(0, len(chunk), 8):
+            step(chunk[start : start + 8])
+    (sample,) = replay_sample(observed)
+    np.testing.assert_allclose(sample, data[:40], rtol=2**-8, atol=1e-30)
+
+
+def test_replay_sample_is_kept_on_the_host_in_a_traced_step():
+    """A TensorFlow step hands the recorded inputs to Python in one op
+    and assigns none of the sample's variables; they are written when
+    the state is read or saved."""
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    observed = keras_quant.observe(model, replay_samples=8)
+    (observer,) = [
+        o for o in recording.find_observers(observed) if o.replay is not None
+    ]
+    graph = traced_graph(observed, False)
+    kinds = collections.Counter(op.type for op in graph.get_operations())
+    assert kinds["PyFunc"] == 1
+    written = {
+        op.inputs[0].op.name
+        for op in graph.get_operations()
+        if op.type == "AssignVariableOp"
+    }
+    assert not any("sample" in name for name in written)
+    data = np.arange(30, dtype="float32").reshape(6, 5)
+    observed.predict(data, verbose=0)
+    assert int(observer.samples_kept_.numpy()) == 0  # not yet written
+    state = observer.state_values()
+    np.testing.assert_array_equal(state[-2][:6], data)
+    assert state[-1] == 6
 
 
 def test_no_replay_sample_when_asked_for_none():

@@ -14,8 +14,8 @@ operations over the points (decisions D43, D44):
    device would compute on the global batch;
 3. the next state of every point (running or moving-average min and max,
    batch counts) as vector `where`s over the rows of the model's
-   `state_bank.StateBank`: one read and one write per field for the whole
-   model.
+   `state_bank.StateBank`: one read and one write of each of its two
+   variables for the whole model.
 
 Histograms (for the histogram estimators) and the replay sample stay per
 point, computed after the exchange. A traced step holds a few operations
@@ -135,11 +135,10 @@ class _BankStep:
         self.rows = [entry.observer.bank_index for entry in entries]
 
     def apply(self):
-        state = self.bank.rows(self.rows)
+        read = self.bank.read(self.rows)
+        state = self.bank.rows(read, self.rows)
         # The points of one step share its phase bit.
-        recording = ops.not_equal(
-            ops.bitwise_and(state["record_mask"], self.entries[0].bit), 0
-        )
+        recording = _has_bit(state["record_mask"], self.entries[0].bit)
         low, high, nonfinite = distribution.reduce_batch_stats(
             *self._batch_stats()
         )
@@ -152,8 +151,7 @@ class _BankStep:
         scalars = _next_state(state, takes, skipped, low, high)
         updates = self._histogram_updates(takes, low, high)
         updates += self._sample_updates(recording)
-        for name, values in scalars.items():
-            self.bank.assign_rows(name, self.rows, values)
+        self.bank.assign_rows(read, self.rows, {**state, **scalars})
         for variable, value in updates:
             variable.assign(value)
 
@@ -212,16 +210,23 @@ class _BankStep:
         updates = []
         per_point = None
         for index, entry in enumerate(self.entries):
-            observer = entry.observer
-            if observer.sample_ is None:
+            if entry.observer.replay is None:
                 continue
             if per_point is None:  # one op for all the points' flags
                 per_point = ops.unstack(recording)
-            values = entry.values
-            if tuple(values.shape[1:]) != observer.sample_shape:
-                values = ops.reshape(values, (-1, *observer.sample_shape))
-            updates += observer.next_sample(values, per_point[index])
+            updates += entry.observer.replay.step_updates(
+                entry.values, per_point[index]
+            )
         return updates
+
+
+def _has_bit(masks, bit):
+    """Whether each of `masks` has `bit`, with constants of their dtype
+    (no cast in the graph)."""
+    dtype = keras.backend.standardize_dtype(masks.dtype)
+    return ops.not_equal(
+        ops.bitwise_and(masks, np.asarray(bit, dtype)), np.zeros((), dtype)
+    )
 
 
 def _next_state(state, takes, skipped, low, high):

@@ -38,28 +38,17 @@ import numpy as np
 from keras import ops
 
 from keras_quant.observation import collection
-from keras_quant.observation import distribution
+from keras_quant.observation import replay
 from keras_quant.observation.ranges import ESTIMATORS
 from keras_quant.observation.ranges import MIN_RANGE_WIDTH
 from keras_quant.observation.ranges import SILENT_RANGE_WIDTH
 from keras_quant.observation.ranges import check_estimator
 from keras_quant.observation.ranges import widen_range
+from keras_quant.observation.state_bank import FIELDS
 from keras_quant.observation.state_bank import NAMES
 from keras_quant.observation.state_bank import StateBank
 from keras_quant.observation.state_bank import counter_dtype
 from keras_quant.observation.state_bank import default_row
-
-# The replay sample is kept in bfloat16: float32's range, half its bytes;
-# its 8-bit mantissa moves a replayed min or max by at most 0.4 %. Under a
-# multi-worker strategy, which cannot broadcast bfloat16 variables when it
-# creates them, in float32 (`sample_dtype`).
-SAMPLE_DTYPE = "bfloat16"
-
-
-def sample_dtype():
-    """The replay sample's dtype here: `SAMPLE_DTYPE`, or float32 across
-    workers."""
-    return "float32" if distribution.spans_workers() else SAMPLE_DTYPE
 
 
 class _Scalar:
@@ -188,17 +177,18 @@ class Observer(keras.layers.Layer):
             )
             self.histogram_min_ = state("histogram_min")
             self.histogram_max_ = state("histogram_max")
-        self.sample_ = None
+        self.sample_ = self.replay = None
         if self.sample_size:
             # One row more than kept: writes past the end land there.
             self.sample_ = state(
                 "sample",
                 shape=(self.sample_size + 1, *self.sample_shape),
-                dtype=sample_dtype(),
+                dtype=replay.sample_dtype(),
             )
             self.samples_kept_ = state(
                 "samples_kept", dtype=counter_dtype(), value=0
             )
+            self.replay = replay.ReplaySample(self.sample_, self.samples_kept_)
         self.built = True
 
     def attach(self, bank, index):
@@ -272,28 +262,6 @@ class Observer(keras.layers.Layer):
     # How one batch changes the state that stays per point; called by the
     # step's `collection`, which updates every point's min and max at once.
 
-    def next_sample(self, inputs, recording):
-        """`[(variable, value)]` of the sample and its count after this
-        batch: its first samples are kept while the sample has room and
-        `recording` is true.
-
-        No branch: rows that are not kept are written to the extra row
-        past the end.
-        """
-        batch = ops.cast(inputs, self.sample_.dtype)
-        # (fewer ops than `ops.shape(batch)[0]`, a dynamic one when the
-        # batch size is not known)
-        count = ops.size(batch) // int(np.prod(self.sample_shape))
-        held = ops.cast(self.samples_kept_.value, "int32")  # read once
-        end = self.sample_size
-        start = ops.where(recording, held, end)
-        rows = ops.minimum(start + ops.arange(count, dtype="int32"), end)
-        sample = ops.scatter_update(
-            self.sample_.value, ops.expand_dims(rows, -1), batch
-        )
-        kept = ops.minimum(held + ops.where(recording, count, 0), end)
-        return [(self.sample_, sample), (self.samples_kept_, kept)]
-
     def histogram_edges(self, batch_min, batch_max):
         """The histogram range after this batch: old range and batch range."""
         first = ops.equal(self.batches_seen_.value, 0)
@@ -357,7 +325,10 @@ class Observer(keras.layers.Layer):
     def state_values(self):
         """The whole state as numpy values, scalars first, in the order of
         the variables of a saved observer."""
-        scalars = [np.asarray(value) for value in self.state_row().values()]
+        if self.replay is not None:
+            self.replay.flush()
+        row = self.state_row()
+        scalars = [np.asarray(row[f.name], f.dtype()) for f in FIELDS]
         return scalars + [np.asarray(read(v)) for v in self.own_variables()]
 
     def restore_state_values(self, values):
@@ -375,6 +346,8 @@ class Observer(keras.layers.Layer):
             getattr(self, name).assign(np.asarray(value).reshape(()))
         for variable, value in zip(self.own_variables(), values[len(NAMES) :]):
             variable.assign(np.asarray(value))
+        if self.replay is not None:
+            self.replay.reload()
         self.traced_mask = int(read(self.record_mask))
 
     def save_own_variables(self, store):
@@ -401,8 +374,8 @@ class Observer(keras.layers.Layer):
             self.histogram_.assign(np.zeros(self.num_bins))
             self.histogram_min_.assign(0.0)
             self.histogram_max_.assign(0.0)
-        if self.sample_ is not None:
-            self.samples_kept_.assign(0)
+        if self.replay is not None:
+            self.replay.clear()
 
     @property
     def calibrated(self):
@@ -451,10 +424,7 @@ class Observer(keras.layers.Layer):
 
     def replay_sample(self):
         """The samples kept so far, as a numpy array (maybe empty)."""
-        if self.sample_ is None:
-            return None
-        kept = read(self.sample_)[: read(self.samples_kept_)]
-        return kept.astype("float32")
+        return None if self.replay is None else self.replay.values()
 
 
 def _phase_bit(training):

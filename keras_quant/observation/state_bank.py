@@ -1,12 +1,12 @@
-"""The observers' scalar state, one variable per field for a whole model.
+"""The observers' scalar state, two variables for a whole model.
 
 Each observer has six scalars: its running `min_` and `max_`, the counts
 `batches_seen_` and `nonfinite_batches_`, its `momentum` and its
 `record_mask`. An `ObservedModel` keeps them in one `StateBank`: one Keras
-variable per field with one row per observer, so that a step reads and
-writes each field once for the whole model instead of once per observer
-(decision D44). An observer reaches its row through `Slot`s, which read
-and assign like scalar variables.
+variable per dtype, a row per observer and a column per field, so that a
+step reads and writes two variables for the whole model instead of six
+scalars per observer (decisions D44, D46). An observer reaches its cells
+through `Slot`s, which read and assign like scalar variables.
 
 An observer outside such a model (created alone, or from a file of an
 earlier version) owns a bank of one row.
@@ -16,8 +16,10 @@ Example:
 >>> layer = keras.layers.Layer()
 >>> bank = StateBank(layer, [default_row(momentum=0.0)] * 3)
 >>> bank.slot("max_", 1).assign(2.5)
->>> keras.ops.convert_to_numpy(bank.variables["max_"].value)
-array([0. , 2.5, 0. ], dtype=float32)
+>>> [float(bank.slot("max_", row).numpy()) for row in range(3)]
+[0.0, 2.5, 0.0]
+>>> sorted(bank.variables)
+['counts', 'reals']
 """
 
 import dataclasses
@@ -40,25 +42,35 @@ def counter_dtype():
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-    """One scalar of an observer's state: its attribute name, dtype (a
-    function, as the counter dtype depends on the backend) and the value
-    a new observer starts with."""
+    """One scalar of an observer's state: its attribute name, the dtype it
+    is saved with (a function, as the counter dtype depends on the
+    backend), the value a new observer starts with, and the bank variable
+    that holds it (`GROUPS`)."""
 
     name: str
     dtype: object
     default: object
+    group: str
 
 
 # In the order of an observer's saved variables (`.keras` files).
 FIELDS = (
-    Field("min_", lambda: "float32", 0.0),
-    Field("max_", lambda: "float32", 0.0),
-    Field("batches_seen_", counter_dtype, 0),
-    Field("nonfinite_batches_", counter_dtype, 0),
-    Field("momentum", lambda: "float32", 0.0),
-    Field("record_mask", lambda: "int32", 1),
+    Field("min_", lambda: "float32", 0.0, "reals"),
+    Field("max_", lambda: "float32", 0.0, "reals"),
+    Field("batches_seen_", counter_dtype, 0, "counts"),
+    Field("nonfinite_batches_", counter_dtype, 0, "counts"),
+    Field("momentum", lambda: "float32", 0.0, "reals"),
+    Field("record_mask", lambda: "int32", 1, "counts"),
 )
 NAMES = tuple(field.name for field in FIELDS)
+# The bank's variables: each holds the fields of one dtype, as columns.
+GROUPS = {
+    "reals": (lambda: "float32", ("min_", "max_", "momentum")),
+    "counts": (
+        counter_dtype,
+        ("batches_seen_", "nonfinite_batches_", "record_mask"),
+    ),
+}
 
 
 def default_row(**values):
@@ -69,7 +81,8 @@ def default_row(**values):
 
 
 class StateBank:
-    """The scalar state of several observers, one variable per field.
+    """The scalar state of several observers: one variable per dtype
+    (`GROUPS`), a row per observer, a column per field.
 
     Args:
         owner: the layer whose weights the variables are (the model), so
@@ -81,38 +94,68 @@ class StateBank:
     def __init__(self, owner, rows):
         self.size = len(rows)
         self.variables = {
-            field.name: _variable(
-                owner, field, [row[field.name] for row in rows]
+            group: _variable(
+                owner,
+                group,
+                np.asarray(
+                    [[row[name] for name in names] for row in rows],
+                    dtype(),
+                ).reshape(len(rows), len(names)),
             )
-            for field in FIELDS
+            for group, (dtype, names) in GROUPS.items()
+        }
+        self.cell = {
+            name: (group, column)
+            for group, (_, names) in GROUPS.items()
+            for column, name in enumerate(names)
         }
 
     def slot(self, name, index):
         """Row `index` of field `name`, used like a scalar variable."""
         return Slot(self, name, index)
 
-    def rows(self, indices):
-        """`{field name: vector}` of the given rows, as tensors (each
-        variable read once)."""
-        return {
-            name: self.gather(read_once(variable), indices)
-            for name, variable in self.variables.items()
-        }
-
-    def gather(self, values, indices):
-        """`values` (a vector over the bank's rows) at `indices`."""
+    def read(self, indices):
+        """`{variable name: value}` for a step that updates rows
+        `indices`: when these are only some rows, each variable is read
+        once into a tensor, which `rows` and `assign_rows` share (used as
+        it is, a TensorFlow variable is read again by every op that takes
+        it)."""
         if self.covers(indices):
-            return values
-        return ops.take(values, ops.convert_to_tensor(indices, "int32"))
+            return {g: v.value for g, v in self.variables.items()}
+        return {g: ops.copy(v.value) for g, v in self.variables.items()}
 
-    def assign_rows(self, name, indices, values):
-        """Writes `values` into rows `indices` of field `name`."""
-        variable = self.variables[name]
-        values = ops.cast(values, variable.dtype)
-        if not self.covers(indices):
-            positions = ops.convert_to_tensor(indices, "int32")[:, None]
-            values = ops.scatter_update(variable.value, positions, values)
-        variable.assign(values)
+    def rows(self, values, indices):
+        """`{field name: vector}` of rows `indices` of `values` (`read`)."""
+        state = {}
+        for group, (_, names) in GROUPS.items():
+            table = values[group]
+            if not self.covers(indices):
+                rows = ops.convert_to_tensor(indices, "int32")
+                table = ops.take(table, rows, axis=0)
+            state.update(zip(names, ops.unstack(table, axis=1)))
+        return state
+
+    def assign_rows(self, values, indices, state):
+        """Writes `state` (`{field name: vector}`, every field) into rows
+        `indices` of `values` (`read`), and that into the variables."""
+        for group, (_, names) in GROUPS.items():
+            variable = self.variables[group]
+            table = ops.stack(
+                [ops.cast(state[name], variable.dtype) for name in names],
+                axis=1,
+            )
+            if not self.covers(indices):
+                positions = ops.convert_to_tensor(indices, "int32")[:, None]
+                table = ops.scatter_update(values[group], positions, table)
+            variable.assign(table)
+
+    def assign_cell(self, name, index, value):
+        """Writes the scalar `value` into row `index` of field `name`."""
+        group, column = self.cell[name]
+        variable = self.variables[group]
+        value = ops.reshape(ops.cast(value, variable.dtype), (1,))
+        position = ops.convert_to_tensor([[index, column]], "int32")
+        variable.assign(ops.scatter_update(variable.value, position, value))
 
     def covers(self, indices):
         """Whether `indices` are all the rows, in order."""
@@ -120,11 +163,12 @@ class StateBank:
 
 
 class Slot:
-    """One row of a bank's field: `.value`, `.dtype` and `.assign` as a
-    scalar variable has them."""
+    """One cell of a bank: `.value`, `.dtype` and `.assign` as a scalar
+    variable has them."""
 
     def __init__(self, bank, name, index):
-        self.variable = bank.variables[name]
+        group, self.column = bank.cell[name]
+        self.variable = bank.variables[group]
         self.bank, self.name, self.index = bank, name, index
 
     @property
@@ -133,33 +177,24 @@ class Slot:
 
     @property
     def value(self):
-        return self.variable.value[self.index]
+        return self.variable.value[self.index, self.column]
 
     def numpy(self):
         return ops.convert_to_numpy(self.value)
 
     def assign(self, value):
-        self.bank.assign_rows(self.name, [self.index], ops.reshape(value, (1,)))
+        self.bank.assign_cell(self.name, self.index, value)
 
 
-def read_once(variable):
-    """`variable`'s value as a tensor, read once: used as it is, a
-    TensorFlow variable is read again by every op that takes it."""
-    return ops.copy(variable.value)
-
-
-def _variable(owner, field, values):
-    dtype = field.dtype()
-    initial = np.asarray(values, dtype=dtype).reshape(-1)
-
+def _variable(owner, group, initial):
     def initializer(shape, dtype=None):
         return ops.convert_to_tensor(initial, dtype=dtype)
 
     spec = dict(
         shape=initial.shape,
-        dtype=dtype,
+        dtype=initial.dtype.name,
         trainable=False,
-        name=f"observer_{field.name.strip('_')}",
+        name=f"observer_{group}",
         aggregation="only_first_replica",
     )
     if owner is None:
