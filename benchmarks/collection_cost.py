@@ -21,7 +21,8 @@ For each model, the plain Keras model is compared with
    fresh plain model (tracing included).
 
 Parts 2 and 3 take the median of `--repeats` fresh models each, plain and
-observed alternating.
+observed alternating; their ratios are the median of the ratios round by
+round, as for fit.
 
 Models:
 
@@ -196,20 +197,23 @@ def fresh(build, observed):
 
 
 def alternating(repeats, measure):
-    """`{observed: median of measure(observed)}` over `repeats` rounds;
-    plain and observed alternate, in an order swapped every round."""
+    """`{observed: [measure(observed) of each round]}` over `repeats`
+    rounds; plain and observed alternate, in an order swapped every
+    round."""
     found = {False: [], True: []}
     for round_ in range(repeats):
         for observed in common.rotated((False, True), round_):
             found[observed].append(measure(observed))
-    return {
-        observed: tuple(statistics.median(v) for v in zip(*values))
-        for observed, values in found.items()
-    }
+    return found
+
+
+def medians(rounds):
+    """The median of each of the values measured in every round."""
+    return tuple(statistics.median(v) for v in zip(*rounds))
 
 
 def predict_first_calls(build, batch, repeats):
-    """`{observed: (first call, second call)}`, median seconds of
+    """`{observed: [(first call, second call) of each round]}`, seconds of
     `predict` on one batch of fresh models."""
 
     def measure(observed):
@@ -225,7 +229,8 @@ def predict_first_calls(build, batch, repeats):
 
 
 def calibration_by_predict(build, x, repeats):
-    """`{observed: seconds}`, the median of `predict(x)` on fresh models."""
+    """`{observed: [(seconds,) of each round]}`, `predict(x)` on fresh
+    models."""
 
     def measure(observed):
         model = fresh(build, observed)
@@ -233,15 +238,11 @@ def calibration_by_predict(build, x, repeats):
             timed(lambda: model.predict(x, batch_size=BATCH_SIZE, verbose=0)),
         )
 
-    return {k: v[0] for k, v in alternating(repeats, measure).items()}
+    return alternating(repeats, measure)
 
 
 def seconds(value):
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
-
-
-def ratio(value, base):
-    return f"{value / base:.2f}x"
 
 
 def main():
@@ -322,19 +323,25 @@ def paired_ratio(epochs, plain_epochs):
     """The median over rounds of an epoch's ratio to the plain epoch of
     the same round (warm-up excluded): the machine's drift from round to
     round cancels out."""
-    ratios = [a / b for a, b in zip(epochs[1:], plain_epochs[1:])]
+    return median_ratio(epochs[1:], plain_epochs[1:])
+
+
+def median_ratio(values, base):
+    """The median of the ratios of `values` to `base`, round by round."""
+    ratios = [a / b for a, b in zip(values, base)]
     return f"{statistics.median(ratios):.2f}x"
 
 
 def predict_row(name, build, batch, repeats):
     first = predict_first_calls(build, batch, repeats)
     print(f"[{name}] predict first calls: {first}", flush=True)
-    (p1, p2), (o1, o2) = first[False], first[True]
+    (p1, p2), (o1, o2) = medians(first[False]), medians(first[True])
+    firsts = {k: [one for one, _ in rounds] for k, rounds in first.items()}
     return [
         name,
         seconds(p1),
         seconds(o1),
-        ratio(o1, p1),
+        median_ratio(firsts[True], firsts[False]),
         seconds(p2),
         seconds(o2),
         seconds(p1 - p2),
@@ -343,14 +350,16 @@ def predict_row(name, build, batch, repeats):
 
 
 def calibration_row(name, build, calibration, repeats):
-    calib = calibration_by_predict(build, calibration, repeats)
-    print(f"[{name}] calibration by predict: {calib}", flush=True)
+    rounds = calibration_by_predict(build, calibration, repeats)
+    print(f"[{name}] calibration by predict: {rounds}", flush=True)
+    times = {k: [seconds_ for (seconds_,) in v] for k, v in rounds.items()}
+    calib = {k: statistics.median(v) for k, v in times.items()}
     return [
         name,
         str(len(calibration)),
         seconds(calib[False]),
         seconds(calib[True]),
-        ratio(calib[True], calib[False]),
+        median_ratio(times[True], times[False]),
         seconds(calib[True] - calib[False]),
     ]
 
