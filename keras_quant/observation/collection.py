@@ -135,7 +135,7 @@ class _BankStep:
         self.rows = [entry.observer.bank_index for entry in entries]
 
     def apply(self):
-        read = self.bank.read(self.rows)
+        read = self.bank.read_tables(self.rows)
         state = self.bank.rows(read, self.rows)
         # The points of one step share its phase bit.
         recording = _has_bit(state["record_mask"], self.entries[0].bit)

@@ -49,6 +49,7 @@ from keras_quant.observation.state_bank import NAMES
 from keras_quant.observation.state_bank import StateBank
 from keras_quant.observation.state_bank import counter_dtype
 from keras_quant.observation.state_bank import default_row
+from keras_quant.observation.state_bank import read
 
 
 class _Scalar:
@@ -429,13 +430,3 @@ class Observer(keras.layers.Layer):
 
 def _phase_bit(training):
     return RECORD_TRAINING if training else RECORD_INFERENCE
-
-
-def read(variable):
-    """A variable's value as a Python scalar or a numpy array.
-
-    Works for the per-replica variables of `tf.distribute` strategies too,
-    where `int(variable)` does not.
-    """
-    value = np.asarray(keras.ops.convert_to_numpy(variable.value))
-    return value.item() if value.ndim == 0 else value

@@ -34,6 +34,7 @@ import numpy as np
 from keras import ops
 
 from keras_quant.observation import distribution
+from keras_quant.observation.state_bank import read
 
 # The sample is kept in bfloat16: float32's range, half its bytes; its
 # 8-bit mantissa moves a replayed min or max by at most 0.4 %. Under a
@@ -131,8 +132,8 @@ class ReplaySample:
 
     def reload(self):
         """Sets the host's samples from the variables (after a load)."""
-        self._host = np.array(_read(self.rows)[: self.size])
-        self._count = int(_read(self.kept))
+        self._host = np.array(read(self.rows)[: self.size])
+        self._count = int(read(self.kept))
         self._newer = self._stale = False
 
     def clear(self):
@@ -144,7 +145,7 @@ class ReplaySample:
     def values(self):
         """The samples kept so far, as a float32 numpy array."""
         self.flush()
-        return _read(self.rows)[: int(_read(self.kept))].astype("float32")
+        return read(self.rows)[: int(read(self.kept))].astype("float32")
 
 
 class _TensorFlowCall:
@@ -195,8 +196,3 @@ def _eagerly():
     return (
         contextlib.nullcontext() if call_back is None else call_back.eagerly()
     )
-
-
-def _read(variable):
-    value = keras.ops.convert_to_numpy(variable.value)
-    return np.asarray(value)

@@ -44,23 +44,22 @@ def counter_dtype():
 class Field:
     """One scalar of an observer's state: its attribute name, the dtype it
     is saved with (a function, as the counter dtype depends on the
-    backend), the value a new observer starts with, and the bank variable
-    that holds it (`GROUPS`)."""
+    backend) and the value a new observer starts with. `GROUPS` says
+    which bank variable holds it."""
 
     name: str
     dtype: object
     default: object
-    group: str
 
 
 # In the order of an observer's saved variables (`.keras` files).
 FIELDS = (
-    Field("min_", lambda: "float32", 0.0, "reals"),
-    Field("max_", lambda: "float32", 0.0, "reals"),
-    Field("batches_seen_", counter_dtype, 0, "counts"),
-    Field("nonfinite_batches_", counter_dtype, 0, "counts"),
-    Field("momentum", lambda: "float32", 0.0, "reals"),
-    Field("record_mask", lambda: "int32", 1, "counts"),
+    Field("min_", lambda: "float32", 0.0),
+    Field("max_", lambda: "float32", 0.0),
+    Field("batches_seen_", counter_dtype, 0),
+    Field("nonfinite_batches_", counter_dtype, 0),
+    Field("momentum", lambda: "float32", 0.0),
+    Field("record_mask", lambda: "int32", 1),
 )
 NAMES = tuple(field.name for field in FIELDS)
 # The bank's variables: each holds the fields of one dtype, as columns.
@@ -114,7 +113,7 @@ class StateBank:
         """Row `index` of field `name`, used like a scalar variable."""
         return Slot(self, name, index)
 
-    def read(self, indices):
+    def read_tables(self, indices):
         """`{variable name: value}` for a step that updates rows
         `indices`: when these are only some rows, each variable is read
         once into a tensor, which `rows` and `assign_rows` share (used as
@@ -125,7 +124,8 @@ class StateBank:
         return {g: ops.copy(v.value) for g, v in self.variables.items()}
 
     def rows(self, values, indices):
-        """`{field name: vector}` of rows `indices` of `values` (`read`)."""
+        """`{field name: vector}` of rows `indices` of `values`
+        (`read_tables`)."""
         state = {}
         for group, (_, names) in GROUPS.items():
             table = values[group]
@@ -137,7 +137,7 @@ class StateBank:
 
     def assign_rows(self, values, indices, state):
         """Writes `state` (`{field name: vector}`, every field) into rows
-        `indices` of `values` (`read`), and that into the variables."""
+        `indices` of `values` (`read_tables`), and that into the variables."""
         for group, (_, names) in GROUPS.items():
             variable = self.variables[group]
             table = ops.stack(
@@ -184,6 +184,16 @@ class Slot:
 
     def assign(self, value):
         self.bank.assign_cell(self.name, self.index, value)
+
+
+def read(variable):
+    """A variable's value as a Python scalar or a numpy array.
+
+    Works for the per-replica variables of `tf.distribute` strategies too,
+    where `int(variable)` does not.
+    """
+    value = np.asarray(keras.ops.convert_to_numpy(variable.value))
+    return value.item() if value.ndim == 0 else value
 
 
 def _variable(owner, group, initial):
