@@ -14,12 +14,12 @@ $(PY):
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test,tfmot]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test,tfmot,micro]"
 	touch $(STAMP)
 
 # JAX and PyTorch (CPU wheels) for the backend tests; `make test` only.
 $(BACKENDS): $(STAMP)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test,tfmot,backends]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test,tfmot,micro,backends]"
 	touch $(BACKENDS)
 
 demo: $(STAMP)

@@ -164,6 +164,9 @@ TARGETS = {
     ),
     "gpu": (Mode.FLOAT16, Mode.FLOAT32),
     "integer_only": (Mode.INT8_ONLY,),
+    # TensorFlow Lite for Microcontrollers: integer only, static shapes,
+    # TFLM's ops, verified in TFLM (`targets.DEPLOYMENTS`).
+    "micro": (Mode.INT8_ONLY,),
     # The smallest file: int4 weights first (integer compute, then float),
     # then int4 with the layers 4 bits hurt most at 8 bits.
     "size": (

@@ -41,6 +41,34 @@ def captured(enabled=True):
             _restore(saved)
 
 
+@contextlib.contextmanager
+def captured_text():
+    """Sends file descriptor 2 to a temporary file inside the block, which
+    reads it with the callable it is given; nothing is shown afterwards.
+    For native code that prints its reason and raises a bare error (TFLM:
+    "Didn't find op for builtin opcode 'GELU'", then "failed to allocate
+    tensors").
+
+    >>> with captured_text() as printed:
+    ...     _ = os.write(2, b"from C")
+    ...     printed()
+    'from C'
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+
+        def printed():
+            capture.seek(0)
+            return capture.read().decode(errors="replace")
+
+        try:
+            yield printed
+        finally:
+            _restore(saved)
+
+
 def _restore(saved):
     sys.stderr.flush()
     os.dup2(saved, 2)

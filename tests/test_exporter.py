@@ -28,7 +28,7 @@ def converted(calibrated_models):
         key = (architecture, mode, io_dtype)
         if key not in cache:
             model = calibrated_models[architecture]
-            cache[key] = conversion.convert(model, mode, io_dtype)
+            cache[key] = conversion.convert(model, mode, io_dtype=io_dtype)
         return inspection.summarize(cache[key]), cache[key]
 
     return get

@@ -46,7 +46,9 @@ def test_integer_io_is_quantized_and_dequantized(calibrated_cnn, digits):
     x = digits["test"][0]
     float_out = litert.run(conversion.convert(calibrated_cnn, "int8"), x)
     for io_dtype in ("int8", "uint8"):
-        tflite = conversion.convert(calibrated_cnn, "int8_only", io_dtype)
+        tflite = conversion.convert(
+            calibrated_cnn, "int8_only", io_dtype=io_dtype
+        )
         integer_out = litert.run(tflite, x)
         assert integer_out.dtype == np.float32
         # Same integer kernels inside: int8 and uint8 I/O differ only by

@@ -6,6 +6,7 @@ from keras_quant import modes
 from keras_quant.conversion.converter import configure
 from keras_quant.modes import MODES
 from keras_quant.modes import Mode
+from keras_quant.options import ConvertOptions
 
 
 def test_every_mode_has_a_row():
@@ -74,7 +75,9 @@ def test_converter_settings_follow_the_table():
     float16 = configure(converter(), Mode.FLOAT16)
     assert float16.optimizations == [tf.lite.Optimize.DEFAULT]
     assert float16.target_spec.supported_types == [tf.float16]
-    integer = configure(converter(), Mode.INT8_ONLY, "uint8")
+    integer = configure(
+        converter(), ConvertOptions(Mode.INT8_ONLY, io_dtype="uint8")
+    )
     assert integer.inference_input_type == tf.uint8
     assert integer.inference_output_type == tf.uint8
     plain = configure(converter(), Mode.FLOAT32)

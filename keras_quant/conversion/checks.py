@@ -8,6 +8,7 @@ result, and an integer-only mode holds no float tensor.
 import keras
 import numpy as np
 
+from keras_quant.conversion import scopes
 from keras_quant.conversion import tfmot_interop
 from keras_quant.conversion.graphs import layer_name
 from keras_quant.conversion.graphs import unsplit
@@ -15,7 +16,6 @@ from keras_quant.errors import ExportError
 from keras_quant.graph import decomposition
 from keras_quant.graph import trace as graph_lib
 from keras_quant.modes import MODES
-from keras_quant.modes import Mode
 from keras_quant.observation.observers import Observer
 from keras_quant.runtime import inspection
 from keras_quant.runtime import litert
@@ -60,40 +60,12 @@ def check_model(model):
         graph_lib.as_functional(model)
 
 
-def check_keep_float(model, mode, keep_float):
-    """`keep_float` as a tuple of known layer names, or raises ValueError."""
-    keep_float = _layer_names(keep_float)
-    if keep_float and mode is not Mode.INT8:
-        raise ValueError(
-            "`keep_float` needs mode='int8', the one mode where float ops "
-            f"may sit between quantized ones. Received: mode={mode.value!r}."
-        )
-    return _check_layers(model, "keep_float", keep_float)
-
-
-def check_keep_8bit(model, mode, keep_8bit):
-    """`keep_8bit` as a tuple of known layer names, or raises ValueError.
-
-    `keep_8bit` names the layers whose weights stay int8 in a mode that
-    stores the others in 4 bits.
-    """
-    keep_8bit = _layer_names(keep_8bit)
-    if keep_8bit and MODES[mode].weight_bits != 4:
-        four_bit = [
-            m.value for m, spec in MODES.items() if spec.weight_bits == 4
-        ]
-        raise ValueError(
-            "`keep_8bit` keeps layers at 8 bits in a mode with 4-bit "
-            f"weights: one of {four_bit}. Received: mode={mode.value!r}."
-        )
-    return _check_layers(model, "keep_8bit", keep_8bit)
-
-
-def _layer_names(names):
-    """`names` (one name or several) as a tuple without repeats."""
-    if isinstance(names, str):
-        names = [names]
-    return tuple(dict.fromkeys(names or ()))
+def check_options(model, options):
+    """Raises ValueError unless the layers `options` keeps float or at 8
+    bits are layers of `model`; the mode-level rules were checked when the
+    `ConvertOptions` was made."""
+    _check_layers(model, "keep_float", options.keep_float)
+    _check_layers(model, "keep_8bit", options.keep_8bit)
 
 
 def _check_layers(model, option, names):
@@ -120,8 +92,12 @@ def _check_layers(model, option, names):
     return names
 
 
-def check_contract(tflite, mode):
+def check_contract(tflite, options):
+    """Refuses a result LiteRT cannot prepare, an integer-only result that
+    holds a float tensor, and one with ops its deployment target lacks."""
     _check_loads(tflite)
+    _check_target_ops(tflite, options)
+    mode = options.mode
     if not MODES[mode].integer_io:
         return
     float_ops = inspection.summarize(tflite).float_ops()
@@ -148,3 +124,76 @@ def _check_loads(tflite):
             f"LiteRT cannot prepare the converted model: {error}. Check the "
             "ranges in the report for degenerate points, or export 'int8'."
         ) from error
+
+
+def check_static_shapes(model, options):
+    """Raises ValueError for an input whose non-batch dimensions are free
+    when the target needs static shapes (the batch is fixed at 1)."""
+    if not options.static_batch or tfmot_interop.is_tf_keras_model(model):
+        return
+    for tensor in model.inputs:
+        if any(size is None for size in tensor.shape[1:]):
+            raise ValueError(
+                f"Input '{tensor.name}' of model '{model.name}' has shape "
+                f"{tuple(tensor.shape)}, and {options.deployment.summary} "
+                f"(target={options.target!r}) needs static shapes. Give "
+                "`keras.Input` a fixed `shape` (a fixed sequence length, "
+                "image size, ...), or export without `target`."
+            )
+
+
+def check_target_layers(float_tflite, ops, options):
+    """Refuses, before quantizing, a float model with ops the target's
+    runtime lacks, naming each layer and its op.
+
+    Args:
+        float_tflite: the engine's float model (`scoped_float_graph`).
+        ops: the traced ops of its `kq_op<i>` scopes.
+        options: the `ConvertOptions`; nothing is checked without a target.
+
+    Raises:
+        ExportError: naming `layer (OP)` pairs.
+    """
+    deployment = options.deployment
+    if deployment is None:
+        return
+    lacking = {}
+    for op, names in inspection.summarize(float_tflite).op_tensor_names():
+        if not (deployment.runs(op) or op in deployment.rewrites):
+            lacking.setdefault(_layer_of(names, ops), set()).add(op)
+    if lacking:
+        found = ", ".join(
+            f"'{layer}' ({', '.join(sorted(names))})"
+            for layer, names in sorted(lacking.items())
+        )
+        raise ExportError(_lacking_message(options, found))
+
+
+def _layer_of(tensor_names, ops):
+    """The name of the layer whose scope the first of `tensor_names` that
+    has one carries (`scopes`), or a phrase saying there is none."""
+    for name in tensor_names:
+        number = scopes.first_number(name)
+        if number is not None:
+            return layer_name(ops[number].layer)
+    return "an op outside any layer"
+
+
+def _check_target_ops(tflite, options):
+    """The final file holds only ops the target's runtime has."""
+    deployment = options.deployment
+    if deployment is None:
+        return
+    missing = deployment.missing(inspection.summarize(tflite).op_names)
+    if missing:
+        raise ExportError(_lacking_message(options, ", ".join(missing)))
+
+
+def _lacking_message(options, found):
+    deployment = options.deployment
+    return (
+        f"{deployment.summary} (target={options.target!r}) has no kernel "
+        f"for ops of these layers: {found}. Nothing was written. Replace "
+        "the layer with one built from ops it has (see the user guide, "
+        "'Deploying to a microcontroller'), or export without `target`."
+    )

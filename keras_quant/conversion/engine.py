@@ -46,8 +46,8 @@ from keras_quant.conversion import rewrites
 from keras_quant.conversion import scopes
 from keras_quant.errors import ExportError
 from keras_quant.modes import MODES
-from keras_quant.modes import Mode
 from keras_quant.observation.ranges import widen_range
+from keras_quant.options import ConvertOptions
 from keras_quant.runtime import flatbuffer
 
 # Float input and output: quantized inside, QUANTIZE/DEQUANTIZE at the
@@ -97,16 +97,7 @@ FLOAT_ONLY = {
 }
 
 
-def quantize(
-    float_tflite,
-    observed,
-    sample,
-    mode,
-    keep_float=(),
-    io_dtype=None,
-    block_size=None,
-    keep_8bit=(),
-):
+def quantize(float_tflite, observed, sample, options, patterns=None):
     """Quantizes a float `.tflite` from ranges; returns the bytes.
 
     Args:
@@ -114,14 +105,13 @@ def quantize(
         observed: `{tensor name: (min, max)}` collected by observers; these
             win over the replayed ranges.
         sample: one array per model input to replay, or None.
-        mode: `"int8"`, `"int8_only"` or `"int16x8"`.
-        keep_float: regular expressions of output-tensor names whose ops
-            stay float (`int8` only).
-        io_dtype: for `int8_only`, `"int8"` (default) or `"uint8"`.
-        block_size: for `dynamic_int4`, input features per weight scale
-            (None: one scale per output channel).
-        keep_8bit: regular expressions of output-tensor names whose ops
-            keep int8 weights, per channel, in a mode with 4-bit weights.
+        options: a `ConvertOptions` (or a mode's name, for its default
+            options) of a mode of `RECIPES`; its `target` adds that
+            target's rewrites.
+        patterns: `{"keep_float": [...], "keep_8bit": [...]}`, regular
+            expressions of output-tensor names whose ops stay float
+            (`int8` only) or keep int8 weights per channel (a mode with
+            4-bit weights). Defaults to none.
 
     Raises:
         ExportError: a tensor has no range (`int8_only`, `int16x8`), or
@@ -132,20 +122,29 @@ def quantize(
         raise ExportError(
             "The engine was given bytes that are not a TFLite model."
         )
-    spec, mode_spec = RECIPES[mode], MODES[Mode(mode)]
-    float_tflite = rewrites.apply(float_tflite, mode)
+    options = ConvertOptions.of(options)
+    patterns = patterns or {}
+    mode = options.mode
+    spec, mode_spec = RECIPES[mode.value], MODES[mode]
+    float_tflite = rewrites.apply(float_tflite, options)
     ranges = {}
     if mode_spec.needs_ranges:
         ranges = replayed_ranges(float_tflite, sample) if sample else {}
         ranges.update(observed)
-    keep_float = list(keep_float)
+    keep_float = list(patterns.get("keep_float", ()))
     if spec.float_fallback:  # ops touching a tensor with no range: float
         keep_float += _ops_without_ranges(float_tflite, ranges)
-    rules = _rules(spec, mode_spec, keep_float, block_size, keep_8bit)
+    rules = _rules(
+        spec,
+        mode_spec,
+        keep_float,
+        options.block_size,
+        patterns.get("keep_8bit", ()),
+    )
     tflite = _quantize(float_tflite, ranges, rules, sample)
     tflite = rewrites.quantize_unused_outputs(tflite)
     tflite = integer_io.shape_from_integers(tflite)
-    if mode_spec.integer_io and io_dtype == "uint8":
+    if mode_spec.integer_io and options.io_dtype == "uint8":
         tflite = integer_io.to_uint8_io(tflite)
     tflite = scopes.without_scopes(tflite)
     _check_runs(tflite)

@@ -10,10 +10,13 @@ patterns still find it.
   `MUL` by a constant -1, which LiteRT runs in int8 and int16;
 - for int16 activations, `SQUARED_DIFFERENCE` (LayerNormalization's
   variance) becomes `SUB` then `MUL` of the difference by itself, both of
-  which have int16 kernels (int8 keeps the fused op, which has one).
+  which have int16 kernels (int8 keeps the fused op, which has one);
+- for `target="micro"`, `GELU`, which TFLM lacks, becomes its tanh form
+  written with ops TFLM has (`x * LOGISTIC(...)`, decision D47).
 
-The new tensors (the -1, the difference) are named after the op's output
-with a `/kq_` suffix; the replay sample measures the difference's range.
+The new tensors (the -1, the difference, GELU's steps) are named after
+the op's output with a `/kq_` suffix; the replay sample measures the
+ranges of those that carry activations.
 
 After quantization, `quantize_unused_outputs` gives an op's outputs that
 nothing reads (the forget gate a SPLIT produces at an unrolled LSTM's first
@@ -32,9 +35,12 @@ delegate refuses a SPLIT with mixed outputs. Decision D33.
 ['MEAN', 'MUL', 'SUB', 'MUL']
 """
 
+import dataclasses
+
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from keras_quant.options import ConvertOptions
 from keras_quant.runtime import flatbuffer
 
 _MINUS_ONE_SUFFIX = "/kq_minus_one"
@@ -56,46 +62,118 @@ def _negation_as_multiplication(model, subgraph, op):
 
 def _squared_difference_as_product(model, subgraph, op):
     """`SQUARED_DIFFERENCE(a, b)` as `d = SUB(a, b)` then `MUL(d, d)`."""
-    output = subgraph.tensors[op.outputs[0]]
-    difference = _add_tensor(
-        subgraph,
-        flatbuffer.tensor_name(output.name) + "/kq_difference",
-        output.shape,
-        output.shapeSignature,
+    difference = _like(subgraph, op.outputs[0], "/kq_difference")
+    _insert(
+        model, subgraph, op, schema.BuiltinOperator.SUB, op.inputs, difference
     )
-    subtraction = schema.OperatorT()
-    subtraction.opcodeIndex = _opcode_index(model, schema.BuiltinOperator.SUB)
-    subtraction.inputs = list(op.inputs)
-    subtraction.outputs = [difference]
-    subtraction.builtinOptionsType = schema.BuiltinOptions.SubOptions
-    subtraction.builtinOptions = schema.SubOptionsT()
-    subgraph.operators.insert(subgraph.operators.index(op), subtraction)
     op.opcodeIndex = _opcode_index(model, schema.BuiltinOperator.MUL)
     op.inputs = [difference, difference]
     op.builtinOptionsType = schema.BuiltinOptions.MulOptions
     op.builtinOptions = schema.MulOptionsT()
 
 
-# Builtin op name -> (rewrite(model, subgraph, op) editing in place, the
-# modes it applies to).
-REWRITES = {
-    "NEG": (_negation_as_multiplication, {"int8", "int8_only", "int16x8"}),
-    "SQUARED_DIFFERENCE": (_squared_difference_as_product, {"int16x8"}),
+def _gelu_as_logistic(model, subgraph, op):
+    """`GELU(x)` as `x * LOGISTIC(x * (a + b * x * x))`, the tanh form of
+    GELU (`0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3)))`) written with
+    `0.5 (1 + tanh(z)) = sigmoid(2 z)`: five MULs, an ADD and a LOGISTIC,
+    ops TFLM has in int8 and int16. It is GELU's `approximate=True`
+    exactly, and differs from the erf form by at most 4.8e-4.
+    """
+    (x,) = op.inputs[:1]
+    output = op.outputs[0]
+    name = flatbuffer.tensor_name(subgraph.tensors[output].name)
+    scale = 2 * np.sqrt(2 / np.pi)
+
+    def constant(suffix, value):
+        return _add_constant(model, subgraph, name + suffix, np.float32(value))
+
+    def step(builtin, inputs, suffix=None):
+        result = output if suffix is None else _like(subgraph, output, suffix)
+        _insert(model, subgraph, op, builtin, inputs, result)
+        return result
+
+    mul, add = schema.BuiltinOperator.MUL, schema.BuiltinOperator.ADD
+    square = step(mul, [x, x], "/kq_square")
+    cubic = step(mul, [square, constant("/kq_b", scale * 0.044715)], "/kq_bx2")
+    factor = step(add, [cubic, constant("/kq_a", scale)], "/kq_factor")
+    argument = step(mul, [x, factor], "/kq_argument")
+    gate = step(schema.BuiltinOperator.LOGISTIC, [argument], "/kq_gate")
+    step(mul, [x, gate])
+    subgraph.operators.remove(op)
+
+
+def _like(subgraph, index, suffix):
+    """A new float tensor shaped like tensor `index`, named after it."""
+    tensor = subgraph.tensors[index]
+    return _add_tensor(
+        subgraph,
+        flatbuffer.tensor_name(tensor.name) + suffix,
+        tensor.shape,
+        tensor.shapeSignature,
+    )
+
+
+_OPTIONS = {
+    schema.BuiltinOperator.MUL: ("MulOptions", schema.MulOptionsT),
+    schema.BuiltinOperator.ADD: ("AddOptions", schema.AddOptionsT),
+    schema.BuiltinOperator.SUB: ("SubOptions", schema.SubOptionsT),
+    schema.BuiltinOperator.LOGISTIC: (None, None),
 }
 
 
-def apply(tflite, mode):
-    """The bytes of `tflite` with every op `REWRITES` has for `mode`
-    rewritten; the same bytes when there is none."""
+def _insert(model, subgraph, before, builtin, inputs, output):
+    """Inserts a `builtin` op computing `output` from `inputs` in front
+    of op `before`."""
+    new = schema.OperatorT()
+    new.opcodeIndex = _opcode_index(model, builtin)
+    new.inputs = list(inputs)
+    new.outputs = [output]
+    kind, options = _OPTIONS[builtin]
+    if kind is not None:
+        new.builtinOptionsType = getattr(schema.BuiltinOptions, kind)
+        new.builtinOptions = options()
+    subgraph.operators.insert(subgraph.operators.index(before), new)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rewrite:
+    """A rewrite, editing `(model, subgraph, op)` in place, and when it
+    applies: for these modes, or for these deployment targets."""
+
+    function: object
+    modes: frozenset = frozenset()
+    targets: frozenset = frozenset()
+
+    def applies(self, options):
+        return (
+            options.mode.value in self.modes or options.target in self.targets
+        )
+
+
+REWRITES = {
+    "NEG": Rewrite(
+        _negation_as_multiplication, frozenset({"int8", "int8_only", "int16x8"})
+    ),
+    "SQUARED_DIFFERENCE": Rewrite(
+        _squared_difference_as_product, frozenset({"int16x8"})
+    ),
+    # TFLM has no GELU kernel (`targets.DEPLOYMENTS["micro"].rewrites`).
+    "GELU": Rewrite(_gelu_as_logistic, targets=frozenset({"micro"})),
+}
+
+
+def apply(tflite, options):
+    """The bytes of `tflite` with every op `REWRITES` has for `options` (a
+    `ConvertOptions`, or a mode's name) rewritten; the same bytes when
+    there is none."""
+    options = ConvertOptions.of(options)
     model = flatbuffer.read(tflite)
     rewritten = 0
     for subgraph in model.subgraphs:
         for op in list(subgraph.operators):
-            rewrite, modes = REWRITES.get(
-                flatbuffer.op_name(model, op), (None, ())
-            )
-            if mode in modes:
-                rewrite(model, subgraph, op)
+            rewrite = REWRITES.get(flatbuffer.op_name(model, op))
+            if rewrite is not None and rewrite.applies(options):
+                rewrite.function(model, subgraph, op)
                 rewritten += 1
     return flatbuffer.write(model) if rewritten else tflite
 

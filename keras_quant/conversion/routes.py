@@ -16,7 +16,6 @@ a mode's route to its conversion; every result is checked (it loads in
 LiteRT; `int8_only` holds no float tensor) before it is returned.
 """
 
-from keras_quant import modes as modes_lib
 from keras_quant.conversion import engine
 from keras_quant.conversion import graphs
 from keras_quant.conversion import isolation
@@ -24,9 +23,10 @@ from keras_quant.conversion import scopes
 from keras_quant.conversion import tensor_map
 from keras_quant.conversion import tfmot_interop
 from keras_quant.conversion.checks import check_contract
-from keras_quant.conversion.checks import check_keep_8bit
-from keras_quant.conversion.checks import check_keep_float
 from keras_quant.conversion.checks import check_multipliers
+from keras_quant.conversion.checks import check_options
+from keras_quant.conversion.checks import check_static_shapes
+from keras_quant.conversion.checks import check_target_layers
 from keras_quant.conversion.converter import quiet
 from keras_quant.conversion.converter import run_converter
 from keras_quant.conversion.graphs import fake_quant_graph
@@ -38,50 +38,44 @@ from keras_quant.modes import Route
 from keras_quant.observation.observed_model import collected_ranges
 from keras_quant.observation.observed_model import replay_sample
 from keras_quant.observation.qat import is_quantize_aware
+from keras_quant.options import ConvertOptions
 
 
-def convert(
-    model, mode, io_dtype=None, keep_float=(), block_size=None, keep_8bit=()
-):
-    """Converts `model` in `mode` and checks the result; returns bytes.
+def convert(model, options, **changes):
+    """Converts `model` and checks the result; returns bytes.
 
     Unlike `export`, writes nothing and computes no report.
 
     Args:
         model: as for `keras_quant.export`.
-        mode: a `Mode` or its name.
-        io_dtype: as for `keras_quant.export`.
-        keep_float: names of layers whose TFLite ops stay float in `int8`
-            mode (their neighbours quantize and dequantize around them).
-        block_size: for `dynamic_int4`, input features per weight scale
-            (None: per output channel).
-        keep_8bit: names of layers whose weights stay int8 in a mode with
-            4-bit weights.
+        options: a `ConvertOptions`, or a `Mode` or its name for that
+            mode's default options.
+        **changes: fields of `ConvertOptions` to set (`io_dtype`,
+            `keep_float`, `keep_8bit`, `block_size`, `target`).
 
     >>> inputs = keras.Input((3,))
     >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     >>> convert(model, "float16")[4:8]
     b'TFL3'
     """
-    mode = modes_lib.parse_mode(mode)
-    io_dtype = modes_lib.check_io_dtype(mode, io_dtype)
-    block_size = modes_lib.check_block_size(mode, block_size)
-    keep_float = check_keep_float(model, mode, keep_float)
-    keep_8bit = check_keep_8bit(model, mode, keep_8bit)
+    options = ConvertOptions.of(options, **changes)
+    check_options(model, options)
+    check_static_shapes(model, options)
     if tfmot_interop.is_tf_keras_model(model):
-        tflite = tfmot_interop.convert_tf_keras(model, mode, io_dtype, quiet)
-    elif keep_float:
-        check_multipliers(model)
-        tflite = _convert_with_engine(model, mode, io_dtype, keep_float)
+        tflite = tfmot_interop.convert_tf_keras(model, options, quiet)
     else:
-        if MODES[mode].needs_ranges:
+        if MODES[options.mode].needs_ranges or options.keep_float:
             check_multipliers(model)
-        route = MODES[mode].route_for(is_quantize_aware(model))
-        tflite = ROUTES[route](
-            model, mode, io_dtype, block_size=block_size, keep_8bit=keep_8bit
-        )
-    check_contract(tflite, mode)
+        tflite = ROUTES[_route(model, options)](model, options)
+    check_contract(tflite, options)
     return tflite
+
+
+def _route(model, options):
+    """The route for `options`: the engine holds layers kept float."""
+    if options.keep_float:
+        return Route.ENGINE
+    return MODES[options.mode].route_for(is_quantize_aware(model))
 
 
 def ranges_for(model, mode):
@@ -97,38 +91,45 @@ def ranges_for(model, mode):
     return collected_ranges(model, f"Mode {mode.value!r}")
 
 
-# Each route: (model, mode, io_dtype, block_size) -> .tflite bytes; the
-# converter's routes quantize no weights in blocks (`check_block_size`
-# lets a block size reach the engine's modes only).
+# Each route: (model, options) -> .tflite bytes; the converter's routes
+# quantize no weights in blocks (`check_block_size` lets a block size
+# reach the engine's modes only).
 
 
-def _convert_float(model, mode, io_dtype, block_size=None, keep_8bit=()):
-    return run_converter(float_graph(model), mode, io_dtype)
+def _convert_float(model, options):
+    return run_converter(float_graph(model), options)
 
 
-def _convert_fake_quant(model, mode, io_dtype, block_size=None, keep_8bit=()):
-    return run_converter(fake_quant_graph(model), mode, io_dtype)
+def _convert_fake_quant(model, options):
+    return run_converter(fake_quant_graph(model), options)
 
 
-def _convert_with_engine(
-    model, mode, io_dtype, keep_float=(), block_size=None, keep_8bit=()
-):
+def _convert_with_engine(model, options):
     """The float model, converted once with every op in a numbered name
     scope, then quantized by the engine from the observed ranges (and the
     replay sample for tensors no observer sees), in a child process."""
     scoped, ops = graphs.scoped_float_graph(model)
-    float_tflite = run_converter(scoped, Mode.FLOAT32)
+    # The float model's shapes as static as the quantized one's.
+    float_tflite = run_converter(
+        scoped,
+        ConvertOptions(Mode.FLOAT32, target=options.target),
+        for_mode=options.mode,
+    )
+    check_target_layers(float_tflite, ops, options)
     observed = tensor_map.observed_ranges(float_tflite, model, ops)
+    patterns = {
+        option: _layer_patterns(
+            float_tflite, model, ops, option, getattr(options, option)
+        )
+        for option in ("keep_float", "keep_8bit")
+    }
     return isolation.run_isolated(
         engine.quantize,
         float_tflite,
         observed,
         replay_sample(model),
-        mode.value,
-        _layer_patterns(float_tflite, model, ops, "keep_float", keep_float),
-        io_dtype,
-        block_size,
-        _layer_patterns(float_tflite, model, ops, "keep_8bit", keep_8bit),
+        options,
+        patterns,
     )
 
 

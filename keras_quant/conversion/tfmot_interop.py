@@ -30,14 +30,16 @@ def is_quantize_aware(model):
     return any(type(layer).__name__ in TFMOT_LAYERS for layer in model.layers)
 
 
-def convert_tf_keras(model, mode, io_dtype, quiet):
-    """Converts a tf_keras model in `mode`; returns the `.tflite` bytes.
+def convert_tf_keras(model, options, quiet):
+    """Converts a tf_keras model with `options` (a `ConvertOptions`);
+    returns the `.tflite` bytes.
 
     Raises:
         NotCalibratedError: an integer mode for a model tfmot did not
             prepare (it has no ranges).
         ExportError: `int16x8`, which tfmot's 8-bit ranges cannot give.
     """
+    mode = options.mode
     spec = MODES[mode]
     if spec.activation_bits == 16:
         raise ExportError(
@@ -52,6 +54,6 @@ def convert_tf_keras(model, mode, io_dtype, quiet):
             "rebuild it in Keras 3 and use `keras_quant.observe`."
         )
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    configure(converter, mode, io_dtype)
+    configure(converter, options)
     with quiet():
         return converter.convert()

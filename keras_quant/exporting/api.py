@@ -137,10 +137,17 @@ def export(
             for a metric that grows like accuracy, in percent of the float
             value for one that shrinks (and for the loss, used when there
             is no metric). Defaults to `1.0`.
-        target: for `"auto"`: `"cpu"` (default), `"gpu"`,
-            `"integer_only"` (microcontrollers, Edge TPU-like
-            accelerators), or `"size"` (the smallest file: int4 weights
-            first).
+        target: where the file will run. With a fixed mode, `"micro"`
+            (TensorFlow Lite for Microcontrollers) exports with static
+            shapes (batch 1 unless the model fixes one), rewrites the ops
+            TFLM lacks where an exact equivalent exists (GELU), refuses
+            the others naming layer and op, and runs the file in TFLM
+            before writing it: `result.micro` holds the metrics measured
+            there, the difference from LiteRT in int8 steps, the arena
+            and the ops (needs `pip install 'keras-quant[micro]'`). For
+            `"auto"`: `"cpu"` (default), `"gpu"`, `"integer_only"`
+            (Edge TPU-like accelerators), `"micro"`, or `"size"` (the
+            smallest file: int4 weights first).
         report_dir: if given, a folder to write `report.json` and
             `report.html` into (see `keras_quant.exporting.report`); with
             `validation_data` it shows activation histograms and per-point

@@ -36,12 +36,14 @@ from keras_quant.exporting.result import ExportResult
 from keras_quant.exporting.result import layer_options_label
 from keras_quant.exporting.single import float32_size_of
 from keras_quant.measurement import evaluation
+from keras_quant.measurement import micro_check
 from keras_quant.measurement import sensitivity
 from keras_quant.modes import KEEP_8BIT
 from keras_quant.modes import KEEP_FLOAT
 from keras_quant.modes import MODES
 from keras_quant.modes import TARGETS
 from keras_quant.modes import Mode
+from keras_quant.options import ConvertOptions
 from keras_quant.runtime import litert
 
 # Metric names Keras maximizes when their metric object does not say.
@@ -210,7 +212,7 @@ class _Search:
     x: object
     y: object
     budget: Budget
-    io_dtype: str
+    choice: object  # the plan's `Choice`
     batch_size: int
     float32_size: int
     sizes: dict = dataclasses.field(default_factory=dict)
@@ -222,14 +224,24 @@ class _Search:
             self.sizes[mode] = len(conversion.convert(self.model, mode))
         return self.sizes[mode]
 
+    def options(self, mode, keep_float=(), keep_8bit=()):
+        """The `ConvertOptions` of a candidate."""
+        integer_io = MODES[mode].integer_io
+        return ConvertOptions(
+            mode,
+            io_dtype=self.choice.io_dtype if integer_io else None,
+            keep_float=keep_float,
+            keep_8bit=keep_8bit,
+            target=self.choice.deployment_target,
+        )
+
     def measure(self, mode, keep_float=(), keep_8bit=()):
         """Converts and measures one candidate; never raises for the
         model's own failures (they become the trial's note)."""
-        io_dtype = (self.io_dtype or "int8") if MODES[mode].integer_io else None
         try:
             conversion.ranges_for(self.model, mode)
             tflite = conversion.convert(
-                self.model, mode, io_dtype, keep_float, keep_8bit=keep_8bit
+                self.model, self.options(mode, keep_float, keep_8bit)
             )
         except KerasQuantError as error:
             return Trial(mode, keep_float, note=str(error), keep_8bit=keep_8bit)
@@ -352,7 +364,7 @@ def export_auto(model, destination, plan, shared):
         x,
         y,
         budget,
-        destination.io_dtype,
+        plan.choice,
         plan.batch_size,
         float32_size_of(model, None, None, shared),
     )
@@ -364,13 +376,15 @@ def export_auto(model, destination, plan, shared):
     selection = _explain(plan.choice.target, budget, tuple(trials))
     chosen = selection.chosen
     tflite, predictions = search.converted[_key(chosen)]
+    options = search.options(chosen.mode, chosen.keep_float, chosen.keep_8bit)
+    micro = None
+    if options.target is not None:
+        micro = micro_check.verify(model, tflite, plan.validation_data)
     files.write_atomically(destination.path, tflite)
     return ExportResult(
         path=destination.path,
         mode=chosen.mode,
-        io_dtype=(destination.io_dtype or "int8")
-        if MODES[chosen.mode].integer_io
-        else None,
+        io_dtype=options.io_dtype,
         size_bytes=chosen.size_bytes,
         float32_size_bytes=search.float32_size,
         size_ratio=chosen.size_bytes / search.float32_size,
@@ -385,6 +399,8 @@ def export_auto(model, destination, plan, shared):
         keep_float=chosen.keep_float,
         keep_8bit=chosen.keep_8bit,
         selection=selection,
+        target=options.target,
+        micro=micro,
     )
 
 

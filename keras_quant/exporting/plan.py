@@ -15,28 +15,39 @@ from keras_quant import modes as modes_lib
 from keras_quant.conversion import checks
 from keras_quant.exporting import files
 from keras_quant.measurement import evaluation
+from keras_quant.measurement import micro_check
 from keras_quant.modes import AUTO
 from keras_quant.modes import MODES
 from keras_quant.modes import TARGETS
 from keras_quant.observation import qat
+from keras_quant.options import ConvertOptions
+from keras_quant.targets import DEPLOYMENTS
 
 
 @dataclasses.dataclass(frozen=True)
 class Destination:
-    """One file to write: a mode (a `Mode`, or `"auto"`), its path and, for
-    an integer input/output mode, the integer type."""
+    """One file to write: a mode (a `Mode`, or `"auto"`), its path and,
+    for a fixed mode, its `ConvertOptions` (None for `"auto"`, whose
+    `Choice` makes one per candidate)."""
 
     mode: object
     path: str
-    io_dtype: str = None
+    options: ConvertOptions = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """What `mode="auto"` may give up, and where the model will run."""
+    """What `mode="auto"` may give up, where the model will run, and the
+    integer input/output type of an integer-only candidate."""
 
     max_accuracy_drop: float = 1.0
     target: str = "cpu"
+    io_dtype: str = None
+
+    @property
+    def deployment_target(self):
+        """The target every candidate must run in (`targets`), or None."""
+        return self.target if self.target in DEPLOYMENTS else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,38 +58,27 @@ class ExportPlan:
         destinations: the `Destination`s, in the order to write them.
         validation_data: `(x, y)` or a dataset to measure on, or None.
         batch_size: batch size for measuring.
-        keep_float: layers kept float (`int8` only).
-        keep_8bit: layers whose weights stay int8 (modes with 4-bit
-            weights only).
         choice: the `Choice` of an `"auto"` destination, else None.
         report_dir: folder for `report.json` and `report.html`, or None.
-        block_size: input features per weight scale (`dynamic_int4`), or
-            None for per-channel scales.
     """
 
     destinations: tuple
     validation_data: object = None
     batch_size: int = 256
-    keep_float: tuple = ()
-    keep_8bit: tuple = ()
     choice: Choice = None
     report_dir: str = None
-    block_size: int = None
 
 
 def plan_export(
     model,
     filepaths,
     *,
-    io_dtype=None,
     validation_data=None,
     batch_size=256,
-    keep_float=(),
     max_accuracy_drop=None,
     target=None,
     report_dir=None,
-    block_size=None,
-    keep_8bit=(),
+    **options,
 ):
     """Validates an export request; returns its `ExportPlan`.
 
@@ -86,16 +86,18 @@ def plan_export(
         model: the model to export.
         filepaths: `{mode: filepath}`; modes as `Mode`s, their names or
             `"auto"`.
-        io_dtype, validation_data, batch_size, keep_float,
-        max_accuracy_drop, target, report_dir, block_size, keep_8bit: as
-            for `keras_quant.export`.
+        validation_data, batch_size, max_accuracy_drop, target,
+        report_dir: as for `keras_quant.export`.
+        **options: fields of `ConvertOptions` (`io_dtype`, `keep_float`,
+            `keep_8bit`, `block_size`), as for `keras_quant.export`.
 
     Raises:
         ValueError: an unknown mode or target, a path not ending in
             `.tflite`, `io_dtype` without an integer-I/O mode, `keep_float`
             outside a single `int8` export, `keep_8bit` outside a single
-            export with 4-bit weights, `max_accuracy_drop` or `target`
-            without `"auto"`, or `"auto"` without what it measures with.
+            export with 4-bit weights, a choosing `target` or
+            `max_accuracy_drop` without `"auto"`, or `"auto"` without what
+            it measures with.
         UnsupportedModelError: a model keras-quant cannot trace.
         UnwritablePathError: a destination is a folder, or its folder (or
             `report_dir`) cannot be written.
@@ -105,36 +107,34 @@ def plan_export(
     >>> inputs = keras.Input((3,))
     >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     >>> plan = plan_export(model, {"float16": tmp_dir + "/m.tflite"})
-    >>> [(d.mode.value, d.io_dtype) for d in plan.destinations]
+    >>> [(d.mode.value, d.options.io_dtype) for d in plan.destinations]
     [('float16', None)]
     """
     checks.check_model(model)
     modes = [_parse(mode) for mode in filepaths]
+    _check_single_mode_options(modes, options)
+    choice = _choice(model, modes, validation_data, max_accuracy_drop, target)
+    if choice is not None:
+        choice = dataclasses.replace(choice, io_dtype=options.get("io_dtype"))
+    fixed_target = None if choice is not None else target
     destinations = tuple(
-        Destination(mode, files.check_filepath(path), _io_dtype(mode, io_dtype))
+        Destination(
+            mode,
+            files.check_filepath(path),
+            _options(model, mode, options, fixed_target),
+        )
         for mode, path in zip(modes, filepaths.values())
     )
-    _check_io_dtype_used(modes, io_dtype)
-    for mode in modes:
-        if mode != AUTO:
-            modes_lib.check_block_size(mode, block_size)
-    qat.check_blocks_fit(model, block_size)
-    choice = _choice(model, modes, validation_data, max_accuracy_drop, target)
+    _check_io_dtype_used(modes, options.get("io_dtype"))
+    qat.check_blocks_fit(model, options.get("block_size"))
     return ExportPlan(
         destinations=destinations,
         validation_data=validation_data,
         batch_size=batch_size,
-        keep_float=_layer_option(
-            model, modes, "keep_float", keep_float, checks.check_keep_float
-        ),
-        keep_8bit=_layer_option(
-            model, modes, "keep_8bit", keep_8bit, checks.check_keep_8bit
-        ),
         choice=choice,
         report_dir=None
         if report_dir is None
         else files.check_folder(os.fspath(report_dir), "report_dir"),
-        block_size=block_size,
     )
 
 
@@ -142,12 +142,23 @@ def _parse(mode):
     return AUTO if mode == AUTO else modes_lib.parse_mode(mode)
 
 
-def _io_dtype(mode, io_dtype):
+def _options(model, mode, options, target):
+    """The checked `ConvertOptions` of a fixed mode; None for `"auto"`.
+
+    `io_dtype` reaches only the integer input/output modes of a plan that
+    also holds others (`_check_io_dtype_used` refuses it where none has
+    integer I/O).
+    """
     if mode == AUTO:
-        return io_dtype
-    if not MODES[mode].integer_io:
         return None
-    return modes_lib.check_io_dtype(mode, io_dtype)
+    if not MODES[mode].integer_io:
+        options = {**options, "io_dtype": None}
+    made = ConvertOptions(mode, target=target, **options)
+    checks.check_options(model, made)
+    checks.check_static_shapes(model, made)
+    if made.target is not None:
+        micro_check.check_available()
+    return made
 
 
 def _check_io_dtype_used(modes, io_dtype):
@@ -157,26 +168,26 @@ def _check_io_dtype_used(modes, io_dtype):
     modes_lib.check_io_dtype(modes[0], io_dtype)  # raises, naming the fix
 
 
-def _layer_option(model, modes, option, layers, check):
-    """`layers` for a per-layer `option` (`keep_float`, `keep_8bit`),
-    checked by `check(model, mode, layers)` for the single mode it allows."""
-    if not layers:
-        return ()
-    if len(modes) != 1 or modes[0] == AUTO:
-        raise ValueError(
-            f"`{option}` applies to a single export, in one mode. "
-            f"Received: modes={[getattr(m, 'value', m) for m in modes]}."
-        )
-    return check(model, modes[0], layers)
+def _check_single_mode_options(modes, options):
+    """The per-layer options name layers of one export, in one mode."""
+    for option in ("keep_float", "keep_8bit"):
+        if options.get(option) and (len(modes) != 1 or modes[0] == AUTO):
+            raise ValueError(
+                f"`{option}` applies to a single export, in one mode. "
+                f"Received: modes={[getattr(m, 'value', m) for m in modes]}."
+            )
 
 
 def _choice(model, modes, validation_data, max_accuracy_drop, target):
     if AUTO not in modes:
-        if max_accuracy_drop is not None or target is not None:
+        choosing = target is not None and target not in DEPLOYMENTS
+        if max_accuracy_drop is not None or choosing:
             raise ValueError(
-                "`max_accuracy_drop` and `target` choose a mode, so they "
-                f"need mode='auto'. Received: modes="
-                f"{[m.value for m in modes]}."
+                "`max_accuracy_drop` and `target` "
+                f"{sorted(set(TARGETS) - set(DEPLOYMENTS))} choose a mode, "
+                "so they need mode='auto' (a fixed mode takes target "
+                f"{sorted(DEPLOYMENTS)}). Received: modes="
+                f"{[m.value for m in modes]}, target={target!r}."
             )
         return None
     choice = Choice(
@@ -184,6 +195,8 @@ def _choice(model, modes, validation_data, max_accuracy_drop, target):
         target or "cpu",
     )
     _check_choice(model, choice, validation_data)
+    if choice.deployment_target is not None:
+        micro_check.check_available()
     return choice
 
 

@@ -32,6 +32,12 @@ class ExportResult:
         ranges_epoch, weights_epoch: the training epochs (1-based) the
             ranges and the weights come from, when `RangeCalibration`
             collected them during `fit`; else None.
+        target: the deployment target the file was made for (`"micro"`),
+            or None.
+        micro: for `target="micro"`, the `MicroReport` of the file's run
+            in TensorFlow Lite for Microcontrollers: metrics measured
+            there, its largest difference from LiteRT in int8 steps, the
+            smallest arena in bytes and the ops used.
     """
 
     path: str
@@ -50,6 +56,8 @@ class ExportResult:
     ranges_epoch: int = None
     weights_epoch: int = None
     keep_8bit: tuple = ()
+    target: str = None
+    micro: object = None
 
     @property
     def label(self):
@@ -70,6 +78,8 @@ class ExportResult:
         result["keep_8bit"] = list(self.keep_8bit)
         if self.selection is not None:
             result["selection"] = self.selection.to_dict()
+        if self.micro is not None:
+            result["micro"] = self.micro.to_dict()
         return result
 
 

@@ -10,6 +10,7 @@ from keras_quant.conversion import routes as conversion
 from keras_quant.exporting import files
 from keras_quant.exporting.result import ExportResult
 from keras_quant.measurement import evaluation
+from keras_quant.measurement import micro_check
 from keras_quant.modes import Mode
 
 
@@ -26,16 +27,10 @@ def export_mode(model, destination, plan, shared):
     Returns:
         An `ExportResult`.
     """
-    mode = destination.mode
+    options = destination.options
+    mode = options.mode
     ranges = conversion.ranges_for(model, mode)
-    tflite = conversion.convert(
-        model,
-        mode,
-        destination.io_dtype,
-        plan.keep_float,
-        plan.block_size,
-        plan.keep_8bit,
-    )
+    tflite = conversion.convert(model, options)
     float32_size = float32_size_of(model, mode, tflite, shared)
     comparison = {}
     if plan.validation_data is not None:
@@ -47,18 +42,23 @@ def export_mode(model, destination, plan, shared):
             quantized_metrics=found.quantized_metrics,
             max_abs_output_diff=found.max_abs_output_diff,
         )
+    if options.target is not None:
+        comparison["micro"] = micro_check.verify(
+            model, tflite, plan.validation_data
+        )
     files.write_atomically(destination.path, tflite)
     return ExportResult(
         path=destination.path,
         mode=mode,
-        io_dtype=destination.io_dtype,
+        io_dtype=options.io_dtype,
         size_bytes=len(tflite),
         float32_size_bytes=float32_size,
         size_ratio=len(tflite) / float32_size,
         ranges=ranges,
-        keep_float=plan.keep_float,
-        keep_8bit=plan.keep_8bit,
-        block_size=plan.block_size,
+        keep_float=options.keep_float,
+        keep_8bit=options.keep_8bit,
+        block_size=options.block_size,
+        target=options.target,
         **comparison,
     )
 

@@ -79,6 +79,23 @@ class ModelSummary:
     def op_names(self):
         return sorted({op.name for op in self.ops})
 
+    def op_tensor_names(self):
+        """`(op name, names of its tensors)` per op, in order: its outputs
+        first, then its inputs after the first (the constants an op owns,
+        such as a reduction's axes, carry its name scope even when its
+        output is a model output named `Identity`)."""
+        return [
+            (
+                op.name,
+                [
+                    self.tensors[index].name
+                    for index in (*op.outputs, *op.inputs[1:])
+                    if index >= 0
+                ],
+            )
+            for op in self.ops
+        ]
+
     def weights(self):
         """`(op name, weight tensor, bias tensor or None)` per weighted op."""
         found = []

@@ -20,15 +20,21 @@ import time
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import OpResolverType
 
 from keras_quant import native_stderr
 
 
-def interpreter(model, num_threads=None):
-    """An `Interpreter` for a `.tflite` path or the model's bytes."""
+def interpreter(model, num_threads=None, reference=False):
+    """An `Interpreter` for a `.tflite` path or the model's bytes; with
+    `reference`, on LiteRT's reference kernels (no XNNPACK), the kernels
+    TFLM's are written to match."""
+    settings = {"num_threads": num_threads}
+    if reference:
+        settings["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
     if isinstance(model, (bytes, bytearray)):
-        return Interpreter(model_content=bytes(model), num_threads=num_threads)
-    return Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+        return Interpreter(model_content=bytes(model), **settings)
+    return Interpreter(model_path=os.fspath(model), **settings)
 
 
 def allocate(runner):
@@ -70,30 +76,74 @@ def run(model, inputs, batch_size=256, num_threads=None):
     Returns:
         An array, or a list of arrays for several outputs, in the Keras
         model's output order.
+
+    A file whose batch size is fixed (`keras.Input(batch_size=...)`, or an
+    export for `target="micro"`) runs in chunks of that size, the last
+    one padded and the padding dropped.
     """
     runner = interpreter(model, num_threads=num_threads)
     arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    input_details = runner.get_input_details()
-    count = len(arrays[0])
-    chunks = []
-    for start in range(0, count, batch_size):
-        batch = [a[start : start + batch_size] for a in arrays]
-        chunks.append(_invoke(runner, input_details, batch))
-    outputs = [np.concatenate(parts) for parts in zip(*chunks)]
+    outputs = _run_chunks(runner, arrays, batch_size, dequantized=True)
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _invoke(runner, input_details, batch):
+def run_raw(model, inputs, reference=False):
+    """Runs `model` on `inputs` already in its input types (one array per
+    input); returns its outputs as stored (integers for an integer
+    output), a list in the Keras model's output order."""
+    runner = interpreter(model, reference=reference)
+    return _run_chunks(runner, list(inputs), 256, dequantized=False)
+
+
+def io_details(model):
+    """`(input details, output details)` of a `.tflite`, the outputs in
+    the Keras model's order: what `quantize` and `dequantize` take."""
+    runner = interpreter(model)
+    return runner.get_input_details(), output_details(runner)
+
+
+def _run_chunks(runner, arrays, batch_size, dequantized):
+    input_details = runner.get_input_details()
+    fixed = fixed_batch(input_details)
+    size = fixed or batch_size
+    count = len(arrays[0])
+    chunks = []
+    for start in range(0, count, size):
+        batch = [padded(a[start : start + size], fixed) for a in arrays]
+        chunks.append(_invoke(runner, input_details, batch, dequantized))
+    return [np.concatenate(parts)[:count] for parts in zip(*chunks)]
+
+
+def fixed_batch(input_details):
+    """The batch size a model's inputs fix, or None if it can change."""
+    sizes = {int(d["shape_signature"][0]) for d in input_details}
+    sizes.discard(-1)
+    return sizes.pop() if sizes else None
+
+
+def padded(values, size):
+    """`values` padded with zeros to `size` rows (None: as they are)."""
+    values = np.asarray(values)
+    if size is None or len(values) == size:
+        return values
+    padding = np.zeros((size - len(values), *values.shape[1:]), values.dtype)
+    return np.concatenate([values, padding])
+
+
+def _invoke(runner, input_details, batch, dequantized=True):
     for detail, values in zip(input_details, batch):
         shape = [len(values), *detail["shape"][1:]]
         if list(detail["shape"]) != shape:
             runner.resize_tensor_input(detail["index"], shape)
     allocate(runner)
     for detail, values in zip(input_details, batch):
-        runner.set_tensor(detail["index"], quantize(values, detail))
+        values = quantize(values, detail) if dequantized else values
+        runner.set_tensor(detail["index"], np.asarray(values, detail["dtype"]))
     runner.invoke()
     return [
         dequantize(runner.get_tensor(d["index"]), d)
+        if dequantized
+        else runner.get_tensor(d["index"])
         for d in output_details(runner)
     ]
 
