@@ -22,6 +22,11 @@ import dataclasses
 from keras_quant.modes import Mode
 
 MICRO = "micro"
+EDGETPU = "edgetpu"
+
+# The targets `keras-quant inspect --target` checks a file for: TFLM by
+# running it, the Edge TPU by a static pre-check (`runtime.edgetpu`).
+INSPECTED = (EDGETPU, MICRO)
 
 # The builtin ops of tflite-micro 0.dev20261023182759's op resolver.
 MICRO_OPS = frozenset(

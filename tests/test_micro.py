@@ -1,12 +1,15 @@
 """`target="micro"`: integer-only files verified in the real TensorFlow Lite
 for Microcontrollers interpreter (the `tflite-micro` package)."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 from keras import layers
 
 import keras_quant
+from keras_quant import cli
 from keras_quant.conversion.isolation import run_isolated
 from keras_quant.conversion.routes import convert
 from keras_quant.errors import ExportError
@@ -179,3 +182,112 @@ def test_a_converter_failure_names_the_mode_asked_for():
     model = observed(keras.Model(inputs, outputs), features((8,)))
     with pytest.raises(ExportError, match=r"\(mode 'int8_only'\)"):
         convert(model, "int8_only")
+
+
+# --- The command line ------------------------------------------------------
+
+
+def keras_quant_cli(capsys, *argv):
+    """`keras-quant argv` in this process: (exit code, stdout, stderr)."""
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_command_line_exports_for_tflm_and_inspects_for_targets(
+    capsys, tmp_path, trained_cnn, digits
+):
+    model = observed(trained_cnn, digits["val"][0])
+    model.save(tmp_path / "cnn.keras")
+    np.savez(tmp_path / "test.npz", x=digits["test"][0], y=digits["test"][1])
+    code, out, _ = keras_quant_cli(
+        capsys,
+        "export",
+        tmp_path / "cnn.keras",
+        "--mode",
+        "int8_only",
+        "--target",
+        "micro",
+        "--validation-data",
+        tmp_path / "test.npz",
+        "-o",
+        tmp_path / "cnn_micro.tflite",
+    )
+    assert code == 0
+    assert "in TFLM (tflite-micro" in out and "smallest arena" in out
+    exported = tmp_path / "cnn_micro.tflite"
+    code, out, _ = keras_quant_cli(
+        capsys, "inspect", exported, "--target", "micro", "--json"
+    )
+    found = json.loads(out)["target"]
+    assert code == 0 and found["name"] == "micro" and found["runs"]
+    assert found["arena_bytes"] > 0 and found["missing_ops"] == []
+    code, out, _ = keras_quant_cli(
+        capsys, "inspect", exported, "--target", "edgetpu"
+    )
+    assert code == 0
+    assert "Edge TPU pre-check (static; not compiled): passed" in out
+
+
+def test_inspect_fails_a_file_tflm_cannot_run(capsys, tmp_path):
+    inputs = keras.Input((16,))
+    outputs = layers.Activation("gelu")(layers.Dense(16)(inputs))
+    model = observed(keras.Model(inputs, outputs), features((16,)))
+    path = tmp_path / "gelu.tflite"
+    path.write_bytes(convert(model, "int8_only"))
+    code, out, err = keras_quant_cli(
+        capsys, "inspect", path, "--target", "micro"
+    )
+    assert code == 1
+    assert "ops it has no kernel for: ['GELU']" in out
+    assert err.startswith("keras-quant: error: TFLM cannot run")
+    assert "GELU" in err and err.count("\n") == 1
+
+
+def test_the_report_shows_the_tflm_run(tmp_path, digits):
+    inputs = keras.Input((8, 8, 1))
+    hidden = layers.Dense(16, activation="relu")(layers.Flatten()(inputs))
+    outputs = layers.Dense(10, activation="softmax")(hidden)
+    model = keras.Model(inputs, outputs)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = observed(model, digits["val"][0])
+    result = keras_quant.export(
+        model,
+        tmp_path / "mlp.tflite",
+        mode="int8_only",
+        target="micro",
+        validation_data=digits["test"],
+        report_dir=tmp_path / "report",
+    )
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["exports"][0]["micro"] == json.loads(
+        json.dumps(result.micro.to_dict())
+    )
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>TensorFlow Lite for Microcontrollers</h2>" in page
+    assert f"{result.micro.arena_bytes:,}" in page
+
+
+def test_auto_for_micro_gives_a_verified_integer_only_file(tmp_path, digits):
+    inputs = keras.Input((8, 8, 1))
+    hidden = layers.Dense(16, activation="relu")(layers.Flatten()(inputs))
+    model = keras.Model(inputs, layers.Dense(10)(hidden))
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    keras.utils.set_random_seed(0)
+    model.fit(*digits["train"], epochs=3, verbose=0)
+    model = observed(model, digits["val"][0])
+    result = keras_quant.export(
+        model,
+        tmp_path / "auto.tflite",
+        mode="auto",
+        target="micro",
+        validation_data=digits["test"],
+    )
+    assert result.mode.value == "int8_only" and result.target == "micro"
+    assert result.micro.samples == len(digits["test"][0])
+    assert abs(
+        result.micro.metrics["accuracy"] - result.quantized_metrics["accuracy"]
+    ) <= 2 / len(digits["test"][0])

@@ -9,6 +9,7 @@ from keras_quant import _registration
 from keras_quant.cli import inputs
 from keras_quant.cli import text
 from keras_quant.cli.outcomes import CheckFailed
+from keras_quant.cli.outcomes import UsageError
 
 
 def run_export(args):
@@ -59,8 +60,15 @@ def run_inspect(args):
     allocation_error = inputs.litert_problem(path)
     show = text.summary_dict if args.json else text.summary_text
     shown = show(path, summary, violations, allocation_error)
-    print(json.dumps(shown, indent=2) if args.json else shown)
     failures = []
+    if args.target:
+        found, lines, failure = TARGET_CHECKS[args.target](path)
+        if args.json:
+            shown["target"] = {"name": args.target, **found}
+        else:
+            shown += "\n" + lines
+        failures += [failure] if failure else []
+    print(json.dumps(shown, indent=2) if args.json else shown)
     if violations:
         failures.append(
             f"{len(violations)} departure(s) from the TFLite quantization "
@@ -70,6 +78,49 @@ def run_inspect(args):
         failures.append(f"LiteRT cannot allocate {path}: {allocation_error}")
     if failures:
         raise CheckFailed("; ".join(failures))
+
+
+def micro_check(path):
+    """`inspect --target micro`: the file run in TFLM, in a child process;
+    `(found, text, failure or None)`."""
+    from keras_quant.conversion import isolation
+    from keras_quant.runtime import micro
+
+    if not micro.available():
+        raise UsageError(micro.MISSING)
+    with open(path, "rb") as stream:
+        tflite = stream.read()
+    found = isolation.run_isolated(micro.file_check, tflite)
+    lines = [f"TensorFlow Lite for Microcontrollers ({found['runtime']}):"]
+    if found["runs"]:
+        lines.append(f"  runs; smallest arena {found['arena_bytes']:,} bytes")
+    else:
+        lines.append(f"  cannot run it: {found['problem']}")
+    if found["missing_ops"]:
+        lines.append(f"  ops it has no kernel for: {found['missing_ops']}")
+    failure = None
+    if not found["runs"]:
+        failure = f"TFLM cannot run {path}: {found['problem']}"
+    return found, "\n".join(lines), failure
+
+
+def edgetpu_check(path):
+    """`inspect --target edgetpu`: the static pre-check of Coral's
+    documented requirements; `(found, text, failure or None)`."""
+    from keras_quant.runtime import edgetpu
+
+    report = edgetpu.precheck(path)
+    failure = None
+    if not report.passed:
+        failure = (
+            f"the Edge TPU pre-check has {len(report.findings)} finding(s) "
+            "(listed above)"
+        )
+    return report.to_dict(), report.text(), failure
+
+
+# `inspect --target`: the check of each target, by name.
+TARGET_CHECKS = {"micro": micro_check, "edgetpu": edgetpu_check}
 
 
 def run_compare(args):

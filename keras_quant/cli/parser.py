@@ -17,6 +17,7 @@ from keras_quant.modes import IO_DTYPES
 from keras_quant.modes import TARGETS
 from keras_quant.modes import Mode
 from keras_quant.observation.ranges import ESTIMATORS
+from keras_quant.targets import INSPECTED
 
 MODE_NAMES = [mode.value for mode in Mode] + [AUTO]
 
@@ -128,7 +129,14 @@ def _add_export(commands):
         type=NUMBERS["drop"],
         help="for --mode auto: points (or percent for a loss-like metric)",
     )
-    command.add_argument("--target", choices=sorted(TARGETS), help="for auto")
+    command.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        help="where the file will run. With --mode auto: what to choose "
+        "for. 'micro' (TensorFlow Lite for Microcontrollers) also with a "
+        "fixed mode: static shapes, ops TFLM has, and the file run in "
+        "TFLM before it is written (needs keras-quant[micro])",
+    )
     command.add_argument(
         "--report-dir",
         help="also write report.html and report.json there, comparing the "
@@ -185,6 +193,15 @@ def _add_inspect(commands):
     )
     command.add_argument("tflite", help="the .tflite file")
     command.add_argument("--json", action="store_true", help="print JSON")
+    command.add_argument(
+        "--target",
+        choices=INSPECTED,
+        help="also check the file for a target: 'micro' runs it in "
+        "TensorFlow Lite for Microcontrollers (ops, smallest arena; needs "
+        "keras-quant[micro]); 'edgetpu' is a static pre-check against "
+        "Coral's documented requirements (no compiler runs). Exit code 1 "
+        "if it fails",
+    )
     command.set_defaults(command="inspect")
 
 

@@ -62,7 +62,27 @@ def describe(result):
             for name, value in result.quantized_metrics.items()
         )
         line += f"; {metrics}"
+    if result.micro is not None:
+        line += "\n  " + micro_text(result.micro)
     return line
+
+
+def micro_text(report):
+    """One line on a `MicroReport`: the file as TFLM ran it."""
+    text = (
+        f"in TFLM ({report.runtime}): ran {report.samples} sample(s), "
+        f"smallest arena {report.arena_bytes:,} bytes"
+    )
+    if report.metrics:
+        text += ", " + ", ".join(
+            f"{name} {value:.4f}" for name, value in report.metrics.items()
+        )
+    if report.max_step_difference is not None:
+        text += (
+            f"; largest difference from LiteRT {report.max_step_difference}"
+            f" step(s), on {100 * report.differing_share:.2f}% of outputs"
+        )
+    return text
 
 
 def comparison_text(found):

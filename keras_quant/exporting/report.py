@@ -110,6 +110,7 @@ def _collect(model, results, validation_data, selection, samples):
         "ranges": ranges,
         "tensors": {p: t[0] for p, t in tensors.items()},
         "analysis": analysis,
+        "micro": [(r.label, r.micro) for r in results if r.micro is not None],
         "json": {
             "model": model.name,
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -180,6 +181,8 @@ def _html(content):
     selection = content["json"]["selection"]
     if selection is not None:
         parts.append(f"<p>{html.escape(selection['reason'])}</p>")
+    if content["micro"]:
+        parts.append(_micro_section(content["micro"]))
     if content["analysis"] is not None:
         parts.append(
             f"<h2>Sensitivity</h2><pre>{html.escape(content['analysis'].table())}</pre>"
@@ -195,6 +198,32 @@ def _html(content):
         )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _micro_section(reports):
+    """The exports run in TensorFlow Lite for Microcontrollers."""
+    rows = [
+        {
+            "mode": label,
+            "runtime": report.runtime,
+            "samples": report.samples,
+            "arena bytes": report.arena_bytes,
+            **{f"TFLM {name}": v for name, v in report.metrics.items()},
+            "steps from LiteRT": report.max_step_difference,
+            "outputs differing (%)": None
+            if report.differing_share is None
+            else 100 * report.differing_share,
+            "ops": ", ".join(report.ops),
+        }
+        for label, report in reports
+    ]
+    return (
+        "<h2>TensorFlow Lite for Microcontrollers</h2><p>Each file was run "
+        "in the TFLM interpreter before it was written. Steps from LiteRT: "
+        "the largest difference from LiteRT's reference kernels on the "
+        "same integer inputs, in steps of the output's quantization.</p>"
+        + _table(rows)
+    )
 
 
 _CSS = (
@@ -214,6 +243,12 @@ TABLE_COLUMNS = {
     "drop": ("Drop (points; % of float for a loss)", "{:+.2f}"),
     "latency_us": ("Latency, 1 thread (µs)", "{:.1f}"),
     "note": ("Note", "{}"),
+    "runtime": ("Runtime", "{}"),
+    "samples": ("Samples", "{}"),
+    "arena bytes": ("Smallest arena (bytes)", "{:,}"),
+    "steps from LiteRT": ("Largest difference (steps)", "{}"),
+    "outputs differing (%)": ("Outputs differing (%)", "{:.2f}"),
+    "ops": ("Ops", "{}"),
 }
 METRIC_FORMAT = "{:.4f}"
 

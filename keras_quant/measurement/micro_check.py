@@ -112,17 +112,10 @@ def verify(model, tflite, validation_data=None):
     )
 
 
-MISSING = (
-    "target='micro' runs the export in TensorFlow Lite for "
-    "Microcontrollers to verify it, and the `tflite-micro` package is not "
-    "installed: pip install 'keras-quant[micro]'."
-)
-
-
 def check_available():
     """Raises `ExportError` (naming the install) without `tflite-micro`."""
     if not micro.available():
-        raise ExportError(MISSING)
+        raise ExportError(micro.MISSING)
 
 
 def _data(model, validation_data):

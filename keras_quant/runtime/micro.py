@@ -34,6 +34,12 @@ from keras_quant.runtime import litert
 
 PACKAGE = "tflite_micro"
 
+MISSING = (
+    "target='micro' runs the file in TensorFlow Lite for Microcontrollers "
+    "to verify it, and the `tflite-micro` package is not installed: pip "
+    "install 'keras-quant[micro]'."
+)
+
 # Arena sizes are probed to this many bytes (TFLM aligns to 16).
 ARENA_STEP = 16
 
@@ -107,6 +113,29 @@ def problem(tflite, arena=None):
     except RuntimeError as error:
         return " ".join(str(error).split())
     return None
+
+
+def file_check(tflite):
+    """What TFLM makes of a `.tflite` on its own (no data, no model):
+    `{"runtime", "runs", "problem", "arena_bytes", "ops", "missing_ops"}`,
+    where `problem` is TFLM's reason when it cannot run the file once on
+    zeros and `missing_ops` the file's builtin ops TFLM has no kernel for.
+    Run it in a child process (`keras-quant inspect --target micro` does).
+    """
+    from keras_quant.targets import DEPLOYMENTS
+    from keras_quant.targets import MICRO
+
+    tflite = bytes(tflite)
+    ops = op_names(tflite)
+    reason = problem(tflite)
+    return {
+        "runtime": f"tflite-micro {version()}",
+        "runs": reason is None,
+        "problem": reason,
+        "arena_bytes": None if reason else smallest_arena(tflite),
+        "ops": ops,
+        "missing_ops": DEPLOYMENTS[MICRO].missing(ops),
+    }
 
 
 def smallest_arena(tflite):
