@@ -13,6 +13,9 @@
 (f) `zoo --subset`: MobileNetV2, a ViT and an LSTM in int8, int8_only and
     int16x8, beside the TFLite converter (`python benchmarks/zoo.py` runs
     all eleven architectures).
+(g) `micro`: seven small models in int8_only for TensorFlow Lite for
+    Microcontrollers, keras-quant's `target="micro"` export beside the
+    converter's integer-only file.
 
 Each prints its own report, with the command that reproduces it alone; a
 summary of the headline figures follows. `make bench` runs this script.
@@ -26,6 +29,7 @@ import accuracy_vs_converter
 import common
 import export_time
 import fit_overhead
+import micro
 import qat_vs_tfmot
 import zoo
 
@@ -36,6 +40,7 @@ BENCHMARKS = {
     "qat_vs_tfmot": qat_vs_tfmot,
     "accuracy_guard": accuracy_guard,
     "zoo": zoo,
+    "micro": micro,
 }
 
 
@@ -64,6 +69,8 @@ def benchmark_argv(name, args):
         ]
     if name == "zoo":
         return ["--subset"]
+    if name == "micro":
+        return argv
     if name in ("accuracy_vs_converter", "accuracy_guard"):
         return [*argv, "--seeds", str(args.seeds)]
     return [*argv, "--repeats", str(args.repeats), "--seed", str(args.seed)]
@@ -79,6 +86,7 @@ def print_summary(results, elapsed):
         "qat_vs_tfmot": _print_qat,
         "accuracy_guard": _print_guard,
         "zoo": _print_zoo,
+        "micro": _print_micro,
     }
     for name, found in results.items():
         printers[name](found)
@@ -151,6 +159,15 @@ def _print_zoo(rows):
     done = [r for r in rows if r.get("tool") == "keras-quant"]
     ok = [r for r in done if r.get("status") == "ok"]
     print(f"(f) zoo subset: keras-quant exported {len(ok)} of {len(done)}")
+
+
+def _print_micro(rows):
+    ran = [r["name"] for r in rows if r["keras_quant"]["status"] == "yes"]
+    converter = [r["name"] for r in rows if r["converter"]["status"] == "yes"]
+    print(
+        f"(g) micro: keras-quant's int8_only file ran in TFLM for {len(ran)} "
+        f"of {len(rows)} models, the converter's for {len(converter)}"
+    )
 
 
 def main(argv=None):
