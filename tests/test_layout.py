@@ -15,7 +15,16 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_quant"
 # The pipeline's stages, lowest first. A module may import from its own
 # stage and the stages below it, never above.
 STAGES = (
-    ("errors", "modes", "data", "text", "native_stderr", "_compat"),
+    (
+        "errors",
+        "modes",
+        "targets",
+        "options",
+        "data",
+        "text",
+        "native_stderr",
+        "_compat",
+    ),
     ("_registration",),  # imports the layers by name, when Keras loads
     ("graph",),
     ("observation",),
@@ -36,7 +45,9 @@ PRIVATE_MODULES = (
     "tensorflow.core",
 )
 # Private attributes that the Python documentation itself describes.
-DOCUMENTED = {"_getframe"}
+# (`os._exit`: how a forked child ends without running the parent's
+# clean-up, as the `os` documentation says).
+DOCUMENTED = {"_getframe", "_exit"}
 
 
 def modules():

@@ -37,6 +37,7 @@ TUTORIALS = {
         "auto_report/report.html",
         "digits_int8_head_float.tflite",
     ],
+    "microcontroller": ["digits_micro.tflite"],
 }
 
 
