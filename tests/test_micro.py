@@ -149,31 +149,25 @@ def test_an_op_tflm_lacks_is_refused_naming_layer_and_op(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_free_sequence_length_is_refused_before_any_work(tmp_path):
-    inputs = keras.Input((None, 8), name="frames")
+@pytest.mark.parametrize(
+    "shape, mode, target, message",
+    [
+        # A free sequence length: refused before any work.
+        ((None, 8), "int8_only", "micro", "'frames'.*needs static shapes"),
+        ((8,), "float16", "micro", "runs the modes.*'float16'"),
+        ((8,), "int8_only", "mcu", "target='mcu'"),
+    ],
+)
+def test_what_tflm_cannot_take_is_refused_naming_it(
+    tmp_path, shape, mode, target, message
+):
+    inputs = keras.Input(shape, name="frames")
     model = keras.Model(inputs, layers.Dense(2)(inputs))
-    with pytest.raises(ValueError, match="'frames'.*needs static shapes"):
+    with pytest.raises(ValueError, match=message):
         keras_quant.export(
-            model, tmp_path / "m.tflite", mode="int8_only", target="micro"
+            model, tmp_path / "m.tflite", mode=mode, target=target
         )
-
-
-def test_a_mode_tflm_cannot_run_is_refused(tmp_path):
-    inputs = keras.Input((8,))
-    model = keras.Model(inputs, layers.Dense(2)(inputs))
-    with pytest.raises(ValueError, match="runs the modes.*'float16'"):
-        keras_quant.export(
-            model, tmp_path / "m.tflite", mode="float16", target="micro"
-        )
-
-
-def test_an_unknown_target_names_the_known_ones(tmp_path):
-    inputs = keras.Input((8,))
-    model = keras.Model(inputs, layers.Dense(2)(inputs))
-    with pytest.raises(ValueError, match="target='mcu'"):
-        keras_quant.export(
-            model, tmp_path / "m.tflite", mode="int8_only", target="mcu"
-        )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_converter_failure_names_the_mode_asked_for():
