@@ -143,6 +143,8 @@ def quantize(float_tflite, observed, sample, options, patterns=None):
     )
     tflite = _quantize(float_tflite, ranges, rules, sample)
     tflite = rewrites.quantize_unused_outputs(tflite)
+    if mode_spec.needs_ranges:  # activations are integers
+        tflite = integer_io.moves_in_integers(tflite)
     tflite = integer_io.shape_from_integers(tflite)
     if mode_spec.integer_io and options.io_dtype == "uint8":
         tflite = integer_io.to_uint8_io(tflite)

@@ -54,7 +54,7 @@ def _negation_as_multiplication(model, subgraph, op):
     minus_one = _add_constant(
         model, subgraph, output_name + _MINUS_ONE_SUFFIX, np.float32(-1.0)
     )
-    op.opcodeIndex = _opcode_index(model, schema.BuiltinOperator.MUL)
+    op.opcodeIndex = flatbuffer.opcode_index(model, schema.BuiltinOperator.MUL)
     op.inputs = [operand, minus_one]
     op.builtinOptionsType = schema.BuiltinOptions.MulOptions
     op.builtinOptions = schema.MulOptionsT()
@@ -66,7 +66,7 @@ def _squared_difference_as_product(model, subgraph, op):
     _insert(
         model, subgraph, op, schema.BuiltinOperator.SUB, op.inputs, difference
     )
-    op.opcodeIndex = _opcode_index(model, schema.BuiltinOperator.MUL)
+    op.opcodeIndex = flatbuffer.opcode_index(model, schema.BuiltinOperator.MUL)
     op.inputs = [difference, difference]
     op.builtinOptionsType = schema.BuiltinOptions.MulOptions
     op.builtinOptions = schema.MulOptionsT()
@@ -125,7 +125,7 @@ def _insert(model, subgraph, before, builtin, inputs, output):
     """Inserts a `builtin` op computing `output` from `inputs` in front
     of op `before`."""
     new = schema.OperatorT()
-    new.opcodeIndex = _opcode_index(model, builtin)
+    new.opcodeIndex = flatbuffer.opcode_index(model, builtin)
     new.inputs = list(inputs)
     new.outputs = [output]
     kind, options = _OPTIONS[builtin]
@@ -200,18 +200,6 @@ def _add_tensor(subgraph, name, shape, signature=None, buffer=0):
     tensor.name = name.encode()
     subgraph.tensors.append(tensor)
     return len(subgraph.tensors) - 1
-
-
-def _opcode_index(model, builtin):
-    """The index of `builtin`'s operator code, added if the model has none."""
-    for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            return index
-    code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, 127)
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
 
 
 def quantize_unused_outputs(tflite):

@@ -9,6 +9,7 @@ ai-edge-quantizer writes).
 'dense/MatMul'
 """
 
+from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
 
@@ -30,3 +31,17 @@ def tensor_name(name):
 def op_name(model, op):
     """The builtin name of an operator (`"CONV_2D"`, ...)."""
     return flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+
+
+def opcode_index(model, builtin):
+    """The index of `builtin`'s operator code in `model`, added if the
+    model has none."""
+    for index, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
