@@ -43,6 +43,11 @@ class Mode(str, enum.Enum):
     DYNAMIC_INT4 = "dynamic_int4"
     INT8X4 = "int8x4"
 
+    def __str__(self):
+        """The mode's name, as it is written: `print(result.mode)` shows
+        `int8`, not `Mode.INT8`."""
+        return self.value
+
 
 class Route(str, enum.Enum):
     """How collected ranges reach the converter."""

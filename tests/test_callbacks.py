@@ -206,6 +206,41 @@ def test_export_best_only(observed, digits, tmp_path):
     assert export.best == 0.7
 
 
+@pytest.mark.parametrize(
+    "metric, monitor",
+    [(keras.metrics.Precision(name="precision"), "val_precision")],
+)
+def test_best_only_follows_the_metrics_direction(
+    metric, monitor, digits, tmp_path
+):
+    # Keras's Precision grows as the model improves, and its name says
+    # nothing of it: the compiled metric's own direction decides, as in
+    # Keras's ModelCheckpoint and in mode="auto".
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(hidden)
+    model = keras.Model(inputs, outputs)
+    model.compile(loss="binary_crossentropy", metrics=[metric])
+    zero = {k: (x, (y == 0).astype("float32")) for k, (x, y) in digits.items()}
+
+    class Scripted(keras.callbacks.Callback):
+        scores = [0.5, 0.4, 0.7]
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs[monitor] = self.scores[epoch]
+
+    export = TFLiteExport(
+        tmp_path / "e{epoch}.tflite",
+        modes=("float32",),
+        save_freq="epoch",
+        save_best_only=True,
+        monitor=monitor,
+    )
+    observed = keras_quant.observe(model)
+    fit(observed, zero, [Scripted(), export], epochs=3)
+    assert sorted(os.listdir(tmp_path)) == ["e1.tflite", "e3.tflite"]
+
+
 def test_export_best_only_needs_the_monitored_value(observed, digits, tmp_path):
     export = TFLiteExport(
         tmp_path / "m.tflite", save_freq="epoch", save_best_only=True

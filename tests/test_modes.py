@@ -82,3 +82,8 @@ def test_converter_settings_follow_the_table():
     assert integer.inference_output_type == tf.uint8
     plain = configure(converter(), Mode.FLOAT32)
     assert not plain.optimizations
+
+
+def test_a_mode_prints_as_its_name():
+    assert str(Mode.INT8) == "int8" and f"{Mode.INT8_ONLY}" == "int8_only"
+    assert Mode("int8") == "int8"

@@ -8,6 +8,7 @@ import numpy as np
 
 from keras_quant import modes as modes_lib
 from keras_quant.exporting import api
+from keras_quant.exporting import auto as auto_mode
 from keras_quant.exporting import files
 
 SAVE_FREQS = ("train_end", "epoch")
@@ -125,7 +126,8 @@ class TFLiteExport(keras.callbacks.Callback):
         self.save_freq = save_freq
         self.monitor = monitor
         self.save_best_only = save_best_only
-        self.improved = _improvement_test(monitor, monitor_mode)
+        self.monitor_mode = _checked_monitor_mode(monitor_mode)
+        self.improved = None  # decided at the first epoch, from the model
         self.io_dtype = io_dtype
         self.best = None
         self.results = []
@@ -167,6 +169,10 @@ class TFLiteExport(keras.callbacks.Callback):
                     f"TFLiteExport monitors {self.monitor!r}, which is not in "
                     f"the epoch logs: {sorted(logs)}. Pass validation data to "
                     "`fit` or choose another `monitor`."
+                )
+            if self.improved is None:
+                self.improved = _improvement_test(
+                    self.model, self.monitor, self.monitor_mode
                 )
             if self.best is not None and not self.improved(current, self.best):
                 return
@@ -254,13 +260,22 @@ def _check_template(argument, template, mode):
     return log_names
 
 
-def _improvement_test(monitor, monitor_mode):
+def _checked_monitor_mode(monitor_mode):
     if monitor_mode not in ("auto", *MONITOR_MODES):
         raise ValueError(
             "Expected `monitor_mode` to be one of 'auto', 'min', 'max'. "
             f"Received: monitor_mode={monitor_mode!r}"
         )
+    return monitor_mode
+
+
+def _improvement_test(model, monitor, monitor_mode):
+    """How `monitor` improves: as `monitor_mode` says, or with "auto" as
+    Keras's own `ModelCheckpoint` and `mode="auto"` decide it, from the
+    compiled metric's direction (precision, recall and AUC grow), else
+    from its name."""
     if monitor_mode == "auto":
-        accuracy_like = "acc" in monitor or monitor.endswith("auc")
-        monitor_mode = "max" if accuracy_like else "min"
+        metric = monitor.removeprefix("val_")
+        grows = auto_mode.higher_is_better(model, metric)
+        monitor_mode = "max" if grows else "min"
     return MONITOR_MODES[monitor_mode]

@@ -410,13 +410,13 @@ def budget_for(model, float_metrics, max_drop):
     metric = names[0] if names else "loss"
     return Budget(
         metric=metric,
-        higher_is_better=_higher_is_better(model, metric),
+        higher_is_better=higher_is_better(model, metric),
         float_value=float_metrics[metric],
         max_drop=float(max_drop),
     )
 
 
-def _higher_is_better(model, metric):
+def higher_is_better(model, metric):
     """Whether `metric` grows as the model improves, as Keras decides it
     for `EarlyStopping(mode="auto")`: the metric's `_direction`, else its
     name."""
