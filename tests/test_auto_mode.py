@@ -265,10 +265,10 @@ def test_uncompiled_model_is_refused(digits, tmp_path):
 
 
 def test_budget_direction_follows_keras():
-    assert selection._higher_is_better(None, "accuracy")
-    assert selection._higher_is_better(None, "sparse_categorical_accuracy")
-    assert not selection._higher_is_better(None, "loss")
-    assert not selection._higher_is_better(None, "mean_absolute_error")
+    assert selection.higher_is_better(None, "accuracy")
+    assert selection.higher_is_better(None, "sparse_categorical_accuracy")
+    assert not selection.higher_is_better(None, "loss")
+    assert not selection.higher_is_better(None, "mean_absolute_error")
     budget = selection.Budget("mae", False, 2.0, 1.0)
     assert budget.drop(2.02) == pytest.approx(1.0)
     assert np.isclose(selection.Budget("acc", True, 0.9, 1.0).drop(0.89), 1.0)

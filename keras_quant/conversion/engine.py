@@ -143,6 +143,7 @@ def quantize(float_tflite, observed, sample, options, patterns=None):
     )
     tflite = _quantize(float_tflite, ranges, rules, sample)
     tflite = rewrites.quantize_unused_outputs(tflite)
+    tflite = rewrites.general_int16_arithmetic(tflite)
     if mode_spec.needs_ranges:  # activations are integers
         tflite = integer_io.moves_in_integers(tflite)
     tflite = integer_io.shape_from_integers(tflite)

@@ -24,6 +24,18 @@ step, where the cell state is zero) the type and quantization of the op's
 other outputs: ai-edge-quantizer leaves them float, and LiteRT's XNNPACK
 delegate refuses a SPLIT with mixed outputs. Decision D33.
 
+`general_int16_arithmetic` then clears `pot_scale_int16` on every int16
+ADD and SUB, as the TFLite converter's 16x8 quantizer does: with the flag
+set (the schema's default, which ai-edge-quantizer keeps), LiteRT runs an
+ADD whose three scales all happen to be powers of two (within 0.07 %) and
+zero points 0 with its power-of-two kernel, which only shifts an input
+right: an input scale above the output's fails to prepare
+(`add.cc: input1_shift <= 0`). Symmetric int16 scales are `bound / 32767`,
+so a bound of exactly 1 or 2 gives one: `Rescaling(1 / 127.5, offset=-1)`
+on [0, 255] images (MobileNetV3's preprocessing) adds the constant -1
+(scale 2**-15) to a product in [0, 2] (2**-14) giving [-1, 1] (2**-15).
+The general kernel takes any scales.
+
 >>> from keras_quant.conversion.converter import run_converter
 >>> from keras_quant.conversion.engine import operator_names
 >>> inputs = keras.Input((5, 7))
@@ -220,3 +232,36 @@ def quantize_unused_outputs(tflite):
                     tensor.quantization = integer[0].quantization
                     repaired += 1
     return flatbuffer.write(model) if repaired else tflite
+
+
+# The options of the int16 ops whose LiteRT kernel has a power-of-two path.
+_POT_SCALE_OPTIONS = {
+    schema.BuiltinOperator.ADD: ("AddOptions", schema.AddOptionsT),
+    schema.BuiltinOperator.SUB: ("SubOptions", schema.SubOptionsT),
+}
+
+
+def general_int16_arithmetic(tflite):
+    """The bytes of a quantized `tflite` with `pot_scale_int16` false on
+    every ADD and SUB computing int16: LiteRT's general int16 kernel,
+    which takes any input and output scales; the same bytes when there is
+    none to change."""
+    model = flatbuffer.read(tflite)
+    changed = 0
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin not in _POT_SCALE_OPTIONS or not len(op.outputs):
+                continue
+            output = subgraph.tensors[op.outputs[0]]
+            if output.type != schema.TensorType.INT16:
+                continue
+            kind, options = _POT_SCALE_OPTIONS[builtin]
+            if op.builtinOptions is None:
+                op.builtinOptionsType = getattr(schema.BuiltinOptions, kind)
+                op.builtinOptions = options()
+            if op.builtinOptions.potScaleInt16:
+                op.builtinOptions.potScaleInt16 = False
+                changed += 1
+    return flatbuffer.write(model) if changed else tflite

@@ -126,8 +126,12 @@ def export(
             `max_accuracy_drop` of float (see `keras_quant.exporting.auto`).
             Defaults to `"int8"`.
         io_dtype: `"int8"` (default) or `"uint8"`, for `"int8_only"` only.
-        validation_data: optional `(x, y)` or `tf.data.Dataset`; when given,
-            the result carries float and quantized metrics.
+        validation_data: optional data in any form `fit` takes: `(x, y)`
+            arrays, a finite `tf.data.Dataset` (batched or not), a
+            `keras.utils.PyDataset` or a Python generator yielding `(x, y)`
+            batches; read once. When given, the result carries float and
+            quantized metrics; data without labels (`x` alone) gives the
+            output comparison only.
         batch_size: batch size for the validation run. Defaults to `256`.
         keep_float: names of layers to keep in float in `int8` mode: their
             TFLite ops compute in float between quantized neighbours, for

@@ -11,6 +11,7 @@ twice.
 import dataclasses
 import os
 
+from keras_quant import data as data_lib
 from keras_quant import modes as modes_lib
 from keras_quant.conversion import checks
 from keras_quant.exporting import files
@@ -56,7 +57,9 @@ class ExportPlan:
 
     Attributes:
         destinations: the `Destination`s, in the order to write them.
-        validation_data: `(x, y)` or a dataset to measure on, or None.
+        validation_data: `(x, y)` arrays to measure on (y None without
+            labels: outputs only), or None; read once by `plan_export`
+            from any form `fit` takes.
         batch_size: batch size for measuring.
         choice: the `Choice` of an `"auto"` destination, else None.
         report_dir: folder for `report.json` and `report.html`, or None.
@@ -111,6 +114,7 @@ def plan_export(
     [('float16', None)]
     """
     checks.check_model(model)
+    validation_data = _read_once(model, validation_data)
     modes = [_parse(mode) for mode in filepaths]
     _check_single_mode_options(modes, options)
     choice = _choice(model, modes, validation_data, max_accuracy_drop, target)
@@ -136,6 +140,17 @@ def plan_export(
         if report_dir is None
         else files.check_folder(os.fspath(report_dir), "report_dir"),
     )
+
+
+def _read_once(model, validation_data):
+    """`validation_data` read into `(x, y)` arrays once (y None without
+    labels), whatever form `fit` would take it in: every mode, the report
+    and a child process then measure on the same arrays, and a generator
+    is read only once."""
+    if validation_data is None:
+        return None
+    ranks = [len(tensor.shape) for tensor in model.inputs]
+    return data_lib.as_arrays(validation_data, input_ranks=ranks)
 
 
 def _parse(mode):
@@ -212,10 +227,11 @@ def _check_choice(model, choice, validation_data):
             "is acceptable). Received: "
             f"max_accuracy_drop={choice.max_accuracy_drop}"
         )
-    if validation_data is None:
+    if validation_data is None or validation_data[1] is None:
         raise ValueError(
-            "mode='auto' measures every candidate on real data: pass "
-            "`validation_data=(x, y)` (or a `tf.data.Dataset`)."
+            "mode='auto' measures every candidate's accuracy on real, "
+            "labelled data: pass `validation_data=(x, y)` (or a dataset or "
+            "generator yielding `(x, y)` batches)."
         )
     if not evaluation.is_compiled(model):
         raise ValueError(

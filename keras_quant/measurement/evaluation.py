@@ -285,7 +285,7 @@ def metrics_from_predictions(model, y, y_pred):
 
 def _metrics(model, y, y_pred):
     """`metrics_from_predictions` in the process calling it."""
-    if not is_compiled(model):
+    if y is None or not is_compiled(model):
         return {}
     model.reset_metrics()
     y_pred = keras.tree.map_structure(keras.ops.convert_to_tensor, y_pred)

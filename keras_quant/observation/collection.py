@@ -20,7 +20,9 @@ operations over the points (decisions D43, D44):
 Histograms (for the histogram estimators) and the replay sample stay per
 point, computed after the exchange. A traced step holds a few operations
 per point instead of a hundred, and an observer that does not record in a
-phase adds nothing to its trace.
+phase adds nothing to its trace. The replay samples of model inputs no
+observer reads (integer and bool inputs) join the step too (`keep`), kept
+when the observer they follow records.
 
 `ObservedModel.call` opens a `Collection` around the model's graph and
 applies it after. An observer called alone, or one that also
@@ -79,6 +81,7 @@ class Collection:
 
     def __init__(self, bounds_keep_nan=False):
         self.entries = []
+        self.samples = []  # (sample, inputs, observer, bit) of `keep`
         self.bounds_keep_nan = bounds_keep_nan
         self._axes = {}
 
@@ -100,6 +103,11 @@ class Collection:
                 None if self.bounds_keep_nan else ops.sum(values, axis=axes),
             )
         )
+
+    def keep(self, sample, inputs, observer, bit):
+        """Adds `inputs`, a model input that replay `sample` keeps when
+        `observer` records in phase `bit` (at run time: its mask)."""
+        self.samples.append((sample, inputs, observer, bit))
 
     def all_axes(self, rank):
         """The axes of a tensor of `rank`, for a reduction to a scalar.
@@ -123,7 +131,11 @@ class Collection:
             banks.setdefault(id(entry.observer.bank), []).append(entry)
         for entries in banks.values():
             _BankStep(entries).apply()
-        self.entries = []
+        for sample, inputs, observer, bit in self.samples:
+            recording = _has_bit(observer.record_mask.value, bit)
+            for variable, value in sample.step_updates(inputs, recording):
+                variable.assign(value)
+        self.entries, self.samples = [], []
 
 
 class _BankStep:
@@ -295,4 +307,17 @@ def record(observer, inputs, bit):
         return
     alone = Collection(collection is not None and collection.bounds_keep_nan)
     alone.add(observer, inputs, bit)
+    alone.apply()
+
+
+def keep(sample, inputs, observer, bit):
+    """Adds `inputs` to the open collection, to be kept in replay `sample`
+    when `observer` records in phase `bit`; or keeps them at once when no
+    collection is open."""
+    collection = active()
+    if collection is not None:
+        collection.keep(sample, inputs, observer, bit)
+        return
+    alone = Collection()
+    alone.keep(sample, inputs, observer, bit)
     alone.apply()

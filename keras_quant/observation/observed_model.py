@@ -8,6 +8,11 @@ it trains the original model, which stays an ordinary Keras model.
 `ObservedModel.save` also writes the quantized `.tflite` files of its
 `save_modes` beside the `.keras` file, so `model.save` and
 `keras.callbacks.ModelCheckpoint` export as they save.
+
+Each model input keeps a replay sample of the first inputs recorded
+(decision D30): its observer keeps it; an input TFLite does not quantize
+(integer, bool: token ids, masks) has no observer, and the model keeps its
+sample itself (`_InputSamples`), recorded when its first observer records.
 """
 
 import os
@@ -26,6 +31,7 @@ from keras_quant.observation import any_batch
 from keras_quant.observation import collection
 from keras_quant.observation import distribution
 from keras_quant.observation import recording
+from keras_quant.observation import replay
 from keras_quant.observation.layers import Split
 from keras_quant.observation.observers import Observer
 from keras_quant.observation.observers import read
@@ -64,8 +70,10 @@ class ObservedModel(keras.Model):
     def __init__(self, inputs, outputs, name=None, **kwargs):
         self.save_modes = tuple(kwargs.pop("save_modes", ("int8",)))
         self.save_report = bool(kwargs.pop("save_report", False))
+        input_samples = kwargs.pop("input_samples", None) or ()
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._bank_observers()
+        self._input_samples = _InputSamples(self, input_samples)
 
     def _bank_observers(self):
         """Moves the scalars of the banked observers into one bank of this
@@ -76,11 +84,21 @@ class ObservedModel(keras.Model):
             observer.attach(self.observer_state, index)
 
     def save_own_variables(self, store):
-        """Saves nothing of the bank: each observer saves its own rows,
-        so a `.keras` file has the same layout whoever holds them."""
+        """Saves the replay samples of the inputs no observer reads, two
+        values each as an observer saves its sample; nothing of the bank:
+        each observer saves its own rows, so a `.keras` file has the same
+        layout whoever holds them."""
+        for index, value in enumerate(self._input_samples.state_values()):
+            store[str(index)] = value
 
     def load_own_variables(self, store):
-        """Loads nothing: the observers load their rows themselves."""
+        """Loads the replay samples of the inputs no observer reads (none
+        from a file saved before the model kept them); the observers load
+        their rows themselves."""
+        keys = sorted(store.keys(), key=int)
+        if keys:
+            values = [np.asarray(store[key]) for key in keys]
+            self._input_samples.restore_state_values(values)
 
     @property
     def observers(self):
@@ -116,6 +134,7 @@ class ObservedModel(keras.Model):
             outputs = super().call(
                 inputs, training=training, mask=mask, **kwargs
             )
+            self._input_samples.keep(inputs, training)
         step.apply()
         return outputs
 
@@ -148,6 +167,7 @@ class ObservedModel(keras.Model):
         config = super().get_config()
         config["save_modes"] = list(self.save_modes)
         config["save_report"] = self.save_report
+        config["input_samples"] = list(self._input_samples.sizes)
         epochs = recording.epochs(self)
         config["ranges_epoch"] = epochs.ranges
         config["weights_epoch"] = epochs.weights
@@ -194,8 +214,9 @@ def observe(
             beside the `.keras` file. Defaults to `False`.
         save_modes: modes that `save()` exports beside the `.keras` file.
             Defaults to `("int8",)`.
-        replay_samples: how many recorded inputs the observers of the
-            model inputs keep, to find at export the ranges of tensors
+        replay_samples: how many recorded inputs are kept of each model
+            input (by its observer, or by the model for an integer or bool
+            input, which has none), to find at export the ranges of tensors
             inside layers that no observer sees (LayerNormalization,
             attention, recurrent cells; decision D30). `"auto"` keeps
             16 to 256, within about 8 MiB; `0` keeps none (such tensors then
@@ -236,6 +257,9 @@ def observe(
     builder = _ObserverInserter(
         graph, points, estimator, observer_kwargs, samples
     )
+    # An input with no observer (not quantized) has its sample kept by
+    # the model.
+    observed_keys = {point.key for point in points}
     observed = graph.rebuild(
         builder.call_op,
         builder.on_tensor,
@@ -243,6 +267,10 @@ def observe(
         name=f"{model.name}_observed",
         save_modes=save_modes,
         save_report=save_report,
+        input_samples=[
+            0 if key in observed_keys else spec.get("sample_size", 0)
+            for key, spec in samples.items()
+        ],
     )
     if getattr(model, "compiled", False):
         observed.compile_from_config(model.get_compile_config())
@@ -259,12 +287,14 @@ REPLAY_MIN, REPLAY_MAX = 16, 256
 
 
 def _sample_spec(tensor, replay_samples):
-    """`{"sample_shape", "sample_size"}` for an input observer."""
+    """`{"sample_shape", "sample_size"}` of a model input's replay sample
+    (`{}` for none)."""
     shape = tuple(tensor.shape[1:])
     if None in shape or replay_samples == 0:
         return {}
     if replay_samples == "auto":
-        size = REPLAY_BYTES // (2 * max(1, int(np.prod(shape))))  # bfloat16
+        one = replay.bytes_per_value(tensor.dtype) * max(1, int(np.prod(shape)))
+        size = REPLAY_BYTES // one
         replay_samples = int(np.clip(size, REPLAY_MIN, REPLAY_MAX))
     if not isinstance(replay_samples, int) or replay_samples < 0:
         raise ValueError(
@@ -272,6 +302,76 @@ def _sample_spec(tensor, replay_samples):
             f"Received: replay_samples={replay_samples!r}"
         )
     return {"sample_shape": shape, "sample_size": replay_samples}
+
+
+class _InputSamples:
+    """The replay samples an observed model keeps of its inputs that no
+    observer reads (integer, bool: not quantized, so not observed).
+
+    They are the first observer's `followers` (the first that records: a
+    fixed range records nothing): kept in the steps where it records,
+    forgotten when it is reset. So they start, stop and restart with the
+    samples the observers of float inputs keep.
+
+    Args:
+        model: the `ObservedModel`, which holds their variables.
+        sizes: how many samples to keep of each model input, in order (`0`
+            for an input that its observer samples, or not at all).
+    """
+
+    def __init__(self, model, sizes):
+        self.sizes = [int(size) for size in sizes]
+        self.samples = {}
+        self.leader = next(
+            (o for o in find_observers(model) if o.fixed_range is None), None
+        )
+        if self.leader is None:
+            return  # nothing records
+        for index, size in enumerate(self.sizes):
+            if size:
+                self.samples[index] = _input_sample(model, index, size)
+        self.leader.followers = list(self.samples.values())
+
+    def keep(self, inputs, training):
+        """Hands this step's model `inputs` to the samples (in the open
+        collection)."""
+        flat = keras.tree.flatten(inputs)
+        for index, sample in self.samples.items():
+            self.leader.keep_sample(sample, flat[index], training)
+
+    def get(self, index):
+        """The `ReplaySample` of model input `index`, or None."""
+        return self.samples.get(index)
+
+    def state_values(self):
+        """The samples' saved form: two numpy values each, in input order."""
+        return [v for s in self.samples.values() for v in s.state_values()]
+
+    def restore_state_values(self, values):
+        """Sets the samples from `state_values()`."""
+        expected = 2 * len(self.samples)
+        if len(values) != expected:
+            raise ValueError(
+                f"The model keeps {expected} values of input samples; "
+                f"received {len(values)}. The file was saved with another "
+                "`replay_samples`: observe the model again with the same "
+                "arguments before loading."
+            )
+        for start, sample in zip(range(0, expected, 2), self.samples.values()):
+            sample.restore_state_values(values[start : start + 2])
+
+
+def _input_sample(model, index, size):
+    """A `ReplaySample` of `size` inputs of `model`'s input `index`, in
+    weights of `model`, in the dtype the input has (`sample_dtype`)."""
+    tensor = model.inputs[index]
+    return replay.new_sample(
+        model,
+        tuple(tensor.shape[1:]),
+        size,
+        replay.sample_dtype(tensor.dtype),
+        prefix=f"input_{index}_",
+    )
 
 
 class _ObserverInserter:
@@ -369,7 +469,8 @@ def collected_ranges(model, needed_for="Export"):
 
 
 def replay_sample(model):
-    """The inputs the model's input observers kept (decision D30).
+    """The inputs kept of each model input (decision D30): by its
+    observer, or by the model for an input no observer reads.
 
     Returns:
         One array per model input, in model order, or None if the model
@@ -377,16 +478,19 @@ def replay_sample(model):
     """
     graph = graph_lib.trace(model)
     by_input = {
-        op.inputs[0]: op.layer
+        op.inputs[0]: op.layer.replay
         for op in graph.ops
         if isinstance(op.layer, Observer) and op.inputs[0] in graph.inputs
     }
+    by_model = getattr(model, "_input_samples", None)
     samples = []
-    for key in graph.inputs:
-        observer = by_input.get(key)
-        sample = None if observer is None else observer.replay_sample()
-        if sample is None or not len(sample):
+    for index, key in enumerate(graph.inputs):
+        kept = by_input.get(key)
+        if kept is None and by_model is not None:
+            kept = by_model.get(index)
+        values = None if kept is None else kept.values()
+        if values is None or not len(values):
             return None
-        samples.append(sample)
+        samples.append(values)
     count = min(len(s) for s in samples)
     return [s[:count] for s in samples]

@@ -47,7 +47,6 @@ from keras_quant.observation.ranges import widen_range
 from keras_quant.observation.state_bank import FIELDS
 from keras_quant.observation.state_bank import NAMES
 from keras_quant.observation.state_bank import StateBank
-from keras_quant.observation.state_bank import counter_dtype
 from keras_quant.observation.state_bank import default_row
 from keras_quant.observation.state_bank import read
 
@@ -180,16 +179,17 @@ class Observer(keras.layers.Layer):
             self.histogram_max_ = state("histogram_max")
         self.sample_ = self.replay = None
         if self.sample_size:
-            # One row more than kept: writes past the end land there.
-            self.sample_ = state(
-                "sample",
-                shape=(self.sample_size + 1, *self.sample_shape),
-                dtype=replay.sample_dtype(),
+            self.replay = replay.new_sample(
+                self,
+                self.sample_shape,
+                self.sample_size,
+                replay.sample_dtype(),
             )
-            self.samples_kept_ = state(
-                "samples_kept", dtype=counter_dtype(), value=0
-            )
-            self.replay = replay.ReplaySample(self.sample_, self.samples_kept_)
+            self.sample_, self.samples_kept_ = self.replay.variables()
+        # Samples of model inputs no observer reads, which the model keeps
+        # and this observer leads: kept when it records, forgotten when it
+        # is reset (`ObservedModel`). Not part of this observer's state.
+        self.followers = []
         self.built = True
 
     def attach(self, bank, index):
@@ -240,6 +240,12 @@ class Observer(keras.layers.Layer):
         )
         seen = ops.greater(self.batches_seen_.value, 0)
         return ops.where(seen, quantized, inputs)
+
+    def keep_sample(self, sample, inputs, training=None):
+        """Keeps `inputs` in `sample`, one of `followers`, in the steps
+        where this observer records (`record_from`)."""
+        if self.records(training):
+            collection.keep(sample, inputs, self, _phase_bit(training))
 
     def record_from(self, compute, training=None):
         """Records `compute()` if this observer records in this phase.
@@ -375,8 +381,9 @@ class Observer(keras.layers.Layer):
             self.histogram_.assign(np.zeros(self.num_bins))
             self.histogram_min_.assign(0.0)
             self.histogram_max_.assign(0.0)
-        if self.replay is not None:
-            self.replay.clear()
+        for sample in [self.replay, *self.followers]:
+            if sample is not None:
+                sample.clear()
 
     @property
     def calibrated(self):

@@ -104,7 +104,7 @@ class Epochs:
 @dataclasses.dataclass
 class _Run:
     epochs: Epochs = dataclasses.field(default_factory=Epochs)
-    # Observer variables' values before an unfinished run.
+    # Observers' state before an unfinished run (`_state`).
     kept: list = None
 
 
@@ -120,7 +120,7 @@ def _run(model):
 def begin_run(model):
     """Keeps the observers' state aside, then resets them for a new run."""
     observers = find_observers(model)
-    _run(model).kept = [observer.state_values() for observer in observers]
+    _run(model).kept = [_state(observer) for observer in observers]
     for observer in observers:
         observer.reset()
 
@@ -155,8 +155,8 @@ def abandon_unfinished(model):
     run = _run(model)
     if run.kept is None:
         return False
-    for observer, values in zip(find_observers(model), run.kept):
-        observer.restore_state_values(values)
+    for observer, state in zip(find_observers(model), run.kept):
+        _restore(observer, state)
     run.kept = None
     set_recording(model, RECORD_OFF)
     warnings.warn(
@@ -167,6 +167,21 @@ def abandon_unfinished(model):
         stacklevel=3,
     )
     return True
+
+
+def _state(observer):
+    """What a run keeps aside of `observer`: its state values, and those of
+    the replay samples that follow it (`Observer.followers`)."""
+    followers = [sample.state_values() for sample in observer.followers]
+    return observer.state_values(), followers
+
+
+def _restore(observer, state):
+    """Gives `observer` and its followers back their `_state`."""
+    values, followers = state
+    observer.restore_state_values(values)
+    for sample, kept in zip(observer.followers, followers):
+        sample.restore_state_values(kept)
 
 
 def warn_if_stale(model):

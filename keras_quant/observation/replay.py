@@ -15,6 +15,10 @@ by XLA (`jit_compile=True`) and on JAX, the step updates the variables
 instead, in the graph (`ReplaySample.in_graph_updates`). A sample holds
 what either path recorded: each path takes over where the other stopped.
 
+A sample takes inputs of any dtype (`sample_dtype`): float inputs are kept
+in bfloat16, integer and bool inputs (token ids, masks) in their own dtype,
+exactly.
+
 Example:
 
 >>> rows = keras.Variable(np.zeros((3, 2)), dtype="float32")  # 2 + 1 spare
@@ -34,6 +38,7 @@ import numpy as np
 from keras import ops
 
 from keras_quant.observation import distribution
+from keras_quant.observation.state_bank import counter_dtype
 from keras_quant.observation.state_bank import read
 
 # The sample is kept in bfloat16: float32's range, half its bytes; its
@@ -43,10 +48,46 @@ from keras_quant.observation.state_bank import read
 SAMPLE_DTYPE = "bfloat16"
 
 
-def sample_dtype():
-    """The replay sample's dtype here: `SAMPLE_DTYPE`, or float32 across
-    workers."""
+def sample_dtype(dtype="float32"):
+    """The dtype a replay sample of `dtype` inputs is kept in: for a float
+    input `SAMPLE_DTYPE`, or float32 across workers; any other input
+    (integer, bool) in its own dtype, which replays it exactly."""
+    if not is_float(dtype):
+        return keras.backend.standardize_dtype(dtype)
     return "float32" if distribution.spans_workers() else SAMPLE_DTYPE
+
+
+def bytes_per_value(dtype):
+    """The bytes a value of a `dtype` input takes in a replay sample (a
+    float one's in `SAMPLE_DTYPE`)."""
+    kept = SAMPLE_DTYPE if is_float(dtype) else sample_dtype(dtype)
+    return np.dtype(kept).itemsize
+
+
+def is_float(dtype):
+    """Whether `dtype` (any spelling: a string, a numpy or backend dtype)
+    is a floating-point type."""
+    return "float" in keras.backend.standardize_dtype(dtype)
+
+
+def new_sample(layer, shape, size, dtype, prefix=""):
+    """A `ReplaySample` of `size` inputs of `shape`, kept in `dtype`
+    (`sample_dtype`), in two new weights of `layer`, its saved form:
+    `<prefix>sample` and `<prefix>samples_kept`."""
+
+    def weight(name, weight_shape, weight_dtype):
+        return layer.add_weight(
+            name=prefix + name,
+            shape=weight_shape,
+            dtype=weight_dtype,
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+
+    # One row more than kept: writes past the end land there.
+    rows = weight("sample", (size + 1, *shape), dtype)
+    return ReplaySample(rows, weight("samples_kept", (), counter_dtype()))
 
 
 class ReplaySample:
@@ -69,6 +110,10 @@ class ReplaySample:
         self._stale = True  # the variables may hold samples the host lacks
         # Replicas of a `tf.distribute` strategy call back concurrently.
         self._lock = threading.Lock()
+
+    def variables(self):
+        """`(rows, kept)`: the Keras variables of the saved form."""
+        return self.rows, self.kept
 
     def step_updates(self, batch, recording):
         """What a traced step does with `batch`, a recorded input: hands
@@ -143,9 +188,24 @@ class ReplaySample:
             self.kept.assign(0)
 
     def values(self):
-        """The samples kept so far, as a float32 numpy array."""
+        """The samples kept so far, as a numpy array: float32 for float
+        inputs, in their own dtype for any other."""
         self.flush()
-        return read(self.rows)[: int(read(self.kept))].astype("float32")
+        kept = read(self.rows)[: int(read(self.kept))]
+        return kept.astype("float32") if is_float(kept.dtype) else kept
+
+    def state_values(self):
+        """`[rows, count]` as numpy values: the saved form, host samples
+        included."""
+        self.flush()
+        return [np.asarray(read(self.rows)), np.asarray(read(self.kept))]
+
+    def restore_state_values(self, values):
+        """Sets the samples from `state_values()` (or a saved file's)."""
+        rows, count = values
+        self.rows.assign(np.asarray(rows))
+        self.kept.assign(np.asarray(count).reshape(()))
+        self.reload()
 
 
 class _TensorFlowCall:
