@@ -5,6 +5,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_wine
+from sklearn.model_selection import train_test_split
 
 import keras_quant
 from keras_quant.conversion import routes as conversion
@@ -307,3 +310,38 @@ def test_reason_lists_what_each_float_layer_cost():
         found.reason
     )
     assert "int8 + float ['a', 'b'] was skipped" in found.reason
+
+
+@pytest.mark.parametrize("load", [load_breast_cancer, load_wine])
+def test_auto_keeps_float_the_layer_int8_cannot_hold(load, tmp_path):
+    # Raw tabular features with Keras's Normalization inside the model:
+    # its multipliers spread wider than int8 holds, so plain int8 is
+    # refused and auto keeps that layer float, the rest int8.
+    data = load()
+    x, y = data.data.astype("float32"), data.target
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=0.3, random_state=0, stratify=y
+    )
+    keras.utils.set_random_seed(0)
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(x_train)
+    inputs = keras.Input((x.shape[1],))
+    hidden = keras.layers.Dense(64, activation="relu")(norm(inputs))
+    hidden = keras.layers.Dense(32, activation="relu")(hidden)
+    outputs = keras.layers.Dense(len(set(y)), activation="softmax")(hidden)
+    model = keras.Model(inputs, outputs)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    observed = keras_quant.observe(model)
+    observed.fit(x_train, y_train, epochs=30, verbose=0)
+    observed.evaluate(x_val, y_val, verbose=0)
+    result = keras_quant.export(
+        observed,
+        tmp_path / "m.tflite",
+        mode="auto",
+        max_accuracy_drop=1,
+        validation_data=(x_val, y_val),
+    )
+    assert result.mode is Mode.INT8 and result.keep_float == ("norm",)
+    assert result.metric_drop("accuracy") <= 0.01
+    assert result.size_ratio < 0.9
+    assert result.selection.reason.count("int8 failed") == 1

@@ -28,12 +28,38 @@ from keras_quant.runtime import litert
 MAX_MULTIPLIER_SPREAD = 25.4
 
 
-def check_multipliers(model):
-    """Raises `ExportError` for a constant multiplier int8 cannot hold.
+def check_multipliers(model, keep_float=()):
+    """Raises `ExportError` for a constant multiplier int8 cannot hold, in
+    a layer not kept float.
 
     Args:
         model: an observed or QAT model.
+        keep_float: names of layers kept float, whose multipliers stay
+            float too.
     """
+    for layer, low, high in _spread_multipliers(model):
+        if layer.name not in keep_float:
+            raise ExportError(
+                f"Layer '{layer.name}' multiplies by constants from "
+                f"{low:.3g} to {high:.3g}; TFLite stores them as one int8 "
+                "tensor, which rounds the small ones to zero or far off, "
+                "and the quantized model would be wrong. Keep the layer "
+                f"float (`keep_float=['{layer.name}']`, or mode='auto'), "
+                "normalize or scale the data before the model (or per "
+                "channel with a narrower spread), or export a float mode."
+            )
+
+
+def guarded_layers(model):
+    """Names of the layers `check_multipliers` refuses in int8: those
+    `mode="auto"` keeps float first."""
+    return [layer.name for layer, _, _ in _spread_multipliers(model)]
+
+
+def _spread_multipliers(model):
+    """`(layer, smallest, largest)` of each layer whose constant
+    multipliers spread wider than int8 can hold."""
+    found = []
     for op in graph_lib.trace(model).ops:
         layer = unsplit(op.layer)
         multiplier = decomposition.constant_multiplier(layer)
@@ -44,14 +70,8 @@ def check_multipliers(model):
         if magnitudes.size and magnitudes.max() > (
             MAX_MULTIPLIER_SPREAD * magnitudes.min()
         ):
-            raise ExportError(
-                f"Layer '{layer.name}' multiplies by constants from "
-                f"{magnitudes.min():.3g} to {magnitudes.max():.3g}; TFLite "
-                "stores them as one int8 tensor, which rounds the small ones "
-                "to zero or far off, and the quantized model would be "
-                "wrong. Normalize or scale the data before the model (or "
-                "per channel with a narrower spread), or export a float mode."
-            )
+            found.append((layer, magnitudes.min(), magnitudes.max()))
+    return found
 
 
 def check_model(model):

@@ -65,7 +65,7 @@ def convert(model, options, **changes):
         tflite = tfmot_interop.convert_tf_keras(model, options, quiet)
     else:
         if MODES[options.mode].needs_ranges or options.keep_float:
-            check_multipliers(model)
+            check_multipliers(model, options.keep_float)
         tflite = ROUTES[_route(model, options)](model, options)
     check_contract(tflite, options)
     return tflite

@@ -28,6 +28,7 @@ import numpy as np
 from keras_quant import data as data_lib
 from keras_quant import text
 from keras_quant._compat import keras_internals
+from keras_quant.conversion import checks
 from keras_quant.conversion import routes as conversion
 from keras_quant.errors import ExportError
 from keras_quant.errors import KerasQuantError
@@ -165,7 +166,9 @@ class Selection:
         Returns:
             `[(layer, added bytes, added µs)]`: each difference is between
             the trial that added the layer and the one before it (the plain
-            mode for the first).
+            mode for the first). A layer whose trial before it failed (the
+            plain mode, when int8 cannot hold one of its multipliers) has
+            no cost to show and is left out.
         """
         option, kept = self.chosen.kept
         by_layers = {
@@ -176,7 +179,9 @@ class Selection:
         costs = []
         for count, layer in enumerate(kept, start=1):
             after = by_layers[kept[:count]]
-            before = by_layers[kept[: count - 1]]
+            before = by_layers.get(kept[: count - 1])
+            if before is None:
+                continue
             costs.append(
                 (
                     layer,
@@ -284,6 +289,14 @@ class _Mix:
     option: str
     limit: Mode
 
+    def forced(self, model):
+        """The layers every mix keeps apart: for `keep_float`, those whose
+        constant multipliers int8 cannot hold (`checks.guarded_layers`),
+        which would fail every candidate otherwise."""
+        if self.option != "keep_float":
+            return []
+        return checks.guarded_layers(model)
+
 
 MIXES = {
     KEEP_FLOAT: _Mix(Mode.INT8, "keep_float", Mode.FLOAT16),
@@ -303,20 +316,28 @@ def _try_mix(search, mix):
     of what each gains alone, until the budget is met. A layer that would
     make the model no smaller than `mix.limit` is skipped, and the mix that
     would keep every layer apart is not tried."""
+    forced = mix.forced(search.model)
     try:
         analysis = sensitivity.analyze(
-            search.model, search.x, batch_size=search.batch_size, mode=mix.mode
+            search.model,
+            search.x,
+            batch_size=search.batch_size,
+            mode=mix.mode,
+            kept=forced,
         )
     except KerasQuantError as error:
         return [Trial(mix.mode, note=str(error))]
     limit = search.size_of(mix.limit)
     # Every measured layer kept apart is `mix.limit` or worse: not tried.
     measured = {gain.layer for gain in analysis.layers}
-    trials, kept = [], []
-    for layer in analysis.layers_to_keep():
-        if measured <= {*kept, layer}:
+    trials, kept = [], list(forced)
+    steps = [()] if forced else []  # the forced layers alone come first
+    steps += [(layer,) for layer in analysis.layers_to_keep()]
+    for step in steps:
+        if step and measured <= {*kept, *step}:
             break
-        trial = search.measure(mix.mode, **{mix.option: [*kept, layer]})
+        layer = step[0] if step else None
+        trial = search.measure(mix.mode, **{mix.option: [*kept, *step]})
         if trial.size_bytes is not None and trial.size_bytes >= limit:
             trial = dataclasses.replace(
                 trial,
@@ -324,7 +345,7 @@ def _try_mix(search, mix):
                 note=f"{trial.size_bytes / 1024:.1f} KB, no smaller than "
                 f"{mix.limit.value} ({limit / 1024:.1f} KB)",
             )
-        else:
+        elif layer is not None:
             kept.append(layer)
         trials.append(trial)
         if trial.within_budget:

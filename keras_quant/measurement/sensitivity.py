@@ -169,7 +169,13 @@ class Sensitivity:
 
 
 def analyze(
-    model, data, samples=512, batch_size=256, per_layer=True, mode="int8"
+    model,
+    data,
+    samples=512,
+    batch_size=256,
+    per_layer=True,
+    mode="int8",
+    kept=(),
 ):
     """Measures each quantization point's int8 error against float, and
     what keeping each layer apart buys in `mode`.
@@ -186,6 +192,9 @@ def analyze(
             kept float), or `"int4_weights"`, `"dynamic_int4"`,
             `"int8x4"` (each layer with weights kept at 8 bits). Defaults
             to `"int8"`.
+        kept: layers kept apart in every conversion measured (the
+            layers int8 cannot hold, which `mode="auto"` keeps float
+            first); each other layer's gain is measured on top of them.
 
     Returns:
         A `Sensitivity`.
@@ -212,7 +221,7 @@ def analyze(
     collected_ranges(model, "analyze()")
     x = data_lib.sample_inputs(data, samples)
     tensors = point_tensors(model, x, batch_size)
-    return from_tensors(model, x, tensors, per_layer, batch_size, mode)
+    return from_tensors(model, x, tensors, per_layer, batch_size, mode, kept)
 
 
 def _analyzed_mode(mode):
@@ -227,7 +236,13 @@ def _analyzed_mode(mode):
 
 
 def from_tensors(
-    model, x, tensors, per_layer=True, batch_size=256, mode=Mode.INT8
+    model,
+    x,
+    tensors,
+    per_layer=True,
+    batch_size=256,
+    mode=Mode.INT8,
+    kept=(),
 ):
     """`analyze` on the `point_tensors` of inputs `x`, already computed."""
     upstream = _upstream_points(model)
@@ -254,8 +269,9 @@ def from_tensors(
         candidates = [p.layer for p in points if p.layer is not None]
         if KEPT_APART[mode] == "keep_8bit":
             candidates = weighted_layers(model)
+        candidates = [c for c in dict.fromkeys(candidates) if c not in kept]
         output_error, gains = layer_gains(
-            model, x, list(dict.fromkeys(candidates)), batch_size, mode
+            model, x, candidates, batch_size, mode, kept
         )
     return Sensitivity(
         points=tuple(points),
@@ -266,9 +282,10 @@ def from_tensors(
     )
 
 
-def layer_gains(model, x, layers, batch_size=256, mode=Mode.INT8):
-    """The output error in `mode`, and a `LayerGain` per layer kept apart
-    (`KEPT_APART`), best first.
+def layer_gains(model, x, layers, batch_size=256, mode=Mode.INT8, kept=()):
+    """The output error in `mode` with the layers `kept` apart, and a
+    `LayerGain` per layer kept apart besides them (`KEPT_APART`), best
+    first.
 
     A layer the option refuses (it has no op of its own) is left out.
     """
@@ -280,11 +297,11 @@ def layer_gains(model, x, layers, batch_size=256, mode=Mode.INT8):
         found = litert.run(tflite, x, batch_size=batch_size)
         return _relative_error(reference, _flat(found))
 
-    mode_error = output_error(())
+    mode_error = output_error(list(kept))
     gains = []
     for layer in layers:
         try:
-            error = output_error([layer])
+            error = output_error([*kept, layer])
         except KerasQuantError:
             continue
         gains.append(LayerGain(layer, error, mode_error - error))
