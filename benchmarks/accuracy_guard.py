@@ -21,9 +21,21 @@ classifier is also run on digits under random exposure (each image times a
 log-normal gain, sigma 1: long-tailed activations) in train, validation
 and test.
 
-Run: `python benchmarks/accuracy_guard.py --seeds 3`.
+Part 3, raw tabular features with Keras's `Normalization` layer inside the
+model, on scikit-learn's breast cancer and wine data (shipped with
+scikit-learn): a stratified 70/30 split per seed, the MLP `Normalization
+-> Dense 64 -> Dense 32 -> softmax` trained 30 epochs, ranges from one
+validation run, then `mode="auto"` with a one-point budget on the
+validation split. One row per data set: the mode and float layers chosen
+on each seed; float and quantized accuracy, drop and size against float32,
+mean over seeds; and the goal (int8 with `norm` float, drop <= 1 point,
+size ratio < 0.9), met on how many seeds.
+
+Run: `python benchmarks/accuracy_guard.py --seeds 3`; `--parts 3` runs
+Part 3 alone (about 2 minutes on 2 cores).
 """
 
+import argparse
 import dataclasses
 import os
 import tempfile
@@ -31,6 +43,9 @@ import tempfile
 import common
 import keras
 import numpy as np
+from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_wine
+from sklearn.model_selection import train_test_split
 
 import keras_quant
 
@@ -39,6 +54,11 @@ NOISE = 0.2
 DENOISER_EPOCHS = 40
 BUDGET = 0.1
 CLASSIFIER_BUDGET = 0.5
+PARTS = (1, 2, 3)
+TABULAR = {"breast cancer": load_breast_cancer, "wine": load_wine}
+TABULAR_EPOCHS = 30
+TABULAR_BUDGET = 1
+TABULAR_SIZE_RATIO = 0.9
 
 
 def noisy_digits(data, seed=0):
@@ -210,8 +230,121 @@ def print_estimators(task, per_seed):
     print()
 
 
+def tabular_model(x_train, n_classes, seed):
+    """`Normalization` adapted on `x_train`, then an MLP; compiled."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(x_train)
+    inputs = keras.Input((x_train.shape[1],), name="features")
+    x = norm(inputs)
+    x = keras.layers.Dense(64, activation="relu", name="dense0")(x)
+    x = keras.layers.Dense(32, activation="relu", name="dense1")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="out")(x)
+    model = keras.Model(inputs, outputs, name="tabular")
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def tabular_part(load, seed, batch_size, folder):
+    """Part 3 for one data set and seed: the `ExportResult` of the auto
+    export, judged on the validation split."""
+    x, y = load(return_X_y=True)
+    x, y = x.astype("float32"), y.astype("int32")
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=0.3, random_state=seed, stratify=y
+    )
+    model = tabular_model(x_train, len(np.unique(y)), seed)
+    observed = keras_quant.observe(model)
+    observed.fit(
+        x_train,
+        y_train,
+        epochs=TABULAR_EPOCHS,
+        batch_size=batch_size,
+        verbose=0,
+    )
+    observed.evaluate(x_val, y_val, verbose=0)
+    return keras_quant.export(
+        observed,
+        os.path.join(folder, "tabular.tflite"),
+        mode="auto",
+        max_accuracy_drop=TABULAR_BUDGET,
+        validation_data=(x_val, y_val),
+    )
+
+
+def tabular_goal(result):
+    """int8 with `norm` float, within the budget, smaller than float32."""
+    return (
+        result.mode is keras_quant.Mode.INT8
+        and "norm" in result.keep_float
+        and 100 * result.metric_drop("accuracy") <= TABULAR_BUDGET
+        and result.size_ratio < TABULAR_SIZE_RATIO
+    )
+
+
+def print_tabular(per_set):
+    print(
+        "Part 3: Normalization inside the model on raw tabular features, "
+        f"mode='auto', budget: accuracy at most {TABULAR_BUDGET} point "
+        "worse than float (validation split); per seed, or mean over seeds"
+    )
+    print(
+        "goal: int8 with 'norm' float, drop <= "
+        f"{TABULAR_BUDGET} point, size < {TABULAR_SIZE_RATIO} of float32"
+    )
+    print()
+    rows = []
+    for name, per_seed in per_set.items():
+        results = list(per_seed.values())
+
+        def mean(values):
+            return f"{np.mean(list(values)):.2f}"
+
+        met = sum(tabular_goal(r) for r in results)
+        rows.append(
+            [
+                name,
+                " / ".join(r.mode.value for r in results),
+                " / ".join(str(list(r.keep_float)) for r in results),
+                mean(100 * r.float_metrics["accuracy"] for r in results),
+                mean(100 * r.quantized_metrics["accuracy"] for r in results),
+                mean(100 * r.metric_drop("accuracy") for r in results),
+                mean(r.size_ratio for r in results),
+                f"{met}/{len(results)} seeds",
+            ]
+        )
+    common.print_table(
+        [
+            "data set",
+            "mode",
+            "keep_float",
+            "float acc %",
+            "quant acc %",
+            "drop pts",
+            "size ratio",
+            "goal met",
+        ],
+        rows,
+    )
+    for name, per_seed in per_set.items():
+        seed, result = next(iter(per_seed.items()))
+        print()
+        print(f"why ({name}, seed {seed}): {result.selection.reason}")
+    print()
+
+
 def main(argv=None):
-    args = common.make_parser(__doc__, seeds=3).parse_args(argv)
+    parser = common.make_parser(__doc__, seeds=3)
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        type=int,
+        choices=PARTS,
+        default=list(PARTS),
+        help="run only these parts (1: auto, 2: estimators, 3: tabular)",
+    )
+    args = parser.parse_args(argv)
     data = common.load_digits()
     noisy = noisy_digits(data)
     exposed = exposed_digits(data)
@@ -221,6 +354,7 @@ def main(argv=None):
         "test": data.test,
     }
     seeds = range(args.seeds)
+    auto, budgets, estimators, tabular = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as folder, common.quiet():
         denoising = Task(
             "denoiser",
@@ -242,14 +376,15 @@ def main(argv=None):
             "accuracy %",
             100,
         )
-        budgets = {denoising: BUDGET, exposure: CLASSIFIER_BUDGET}
-        auto = {
-            task: {
-                s: auto_part(task, budget, s, args.batch_size, folder)
-                for s in seeds
+        if 1 in args.parts:
+            budgets = {denoising: BUDGET, exposure: CLASSIFIER_BUDGET}
+            auto = {
+                task: {
+                    s: auto_part(task, budget, s, args.batch_size, folder)
+                    for s in seeds
+                }
+                for task, budget in budgets.items()
             }
-            for task, budget in budgets.items()
-        }
         tasks = [
             denoising,
             Task(
@@ -263,23 +398,42 @@ def main(argv=None):
             ),
             exposure,
         ]
-        estimators = {
-            task: {
-                s: estimator_part(task, s, args.batch_size, folder)
-                for s in seeds
+        if 2 in args.parts:
+            estimators = {
+                task: {
+                    s: estimator_part(task, s, args.batch_size, folder)
+                    for s in seeds
+                }
+                for task in tasks
             }
-            for task in tasks
-        }
+        if 3 in args.parts:
+            tabular = {
+                name: {
+                    s: tabular_part(load, s, args.batch_size, folder)
+                    for s in seeds
+                }
+                for name, load in TABULAR.items()
+            }
+    # `--parts 1 2 3` rather than `--parts [1, 2, 3]` in the reproduce line.
+    shown = argparse.Namespace(**vars(args))
+    shown.parts = " ".join(str(part) for part in args.parts)
     common.print_header(
         "(e) accuracy guard: mode='auto' and range estimators",
         "benchmarks/accuracy_guard.py",
-        args,
+        shown,
     )
     for task, per_seed in auto.items():
         print_auto(task, budgets[task], per_seed)
     for task, per_seed in estimators.items():
         print_estimators(task, per_seed)
-    return {"auto": auto, "budgets": budgets, "estimators": estimators}
+    if tabular:
+        print_tabular(tabular)
+    return {
+        "auto": auto,
+        "budgets": budgets,
+        "estimators": estimators,
+        "tabular": tabular,
+    }
 
 
 if __name__ == "__main__":

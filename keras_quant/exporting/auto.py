@@ -79,9 +79,12 @@ class Budget:
         return "points" if self.higher_is_better else "%"
 
     def describe(self):
+        unit = self.unit
+        if unit == "points" and self.max_drop == 1:
+            unit = "point"
         return (
-            f"{self.metric} at most {self.max_drop:g} {self.unit} worse "
-            f"than float ({self.float_value:.4f})"
+            f"{self.metric} at most {self.max_drop:g} {unit} worse than "
+            f"float ({self.float_value:.4f})"
         )
 
 
