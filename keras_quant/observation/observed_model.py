@@ -105,6 +105,12 @@ class ObservedModel(keras.Model):
         """The `Observer` layers, in graph order."""
         return find_observers(self)
 
+    @property
+    def input_sample_sizes(self):
+        """How many samples the model keeps of each of its inputs (`0` for
+        an input whose observer keeps them, or that keeps none)."""
+        return list(self._input_samples.sizes)
+
     def save(self, filepath, overwrite=True, **kwargs):
         """Saves the `.keras` file, then exports each of `save_modes`.
 
@@ -167,7 +173,7 @@ class ObservedModel(keras.Model):
         config = super().get_config()
         config["save_modes"] = list(self.save_modes)
         config["save_report"] = self.save_report
-        config["input_samples"] = list(self._input_samples.sizes)
+        config["input_samples"] = self.input_sample_sizes
         epochs = recording.epochs(self)
         config["ranges_epoch"] = epochs.ranges
         config["weights_epoch"] = epochs.weights

@@ -279,6 +279,8 @@ def quantize_aware(
         save_modes=(parse_mode(mode).value,)
         if save_modes is None
         else save_modes,
+        # (an input observer's sample size travels in its config)
+        input_samples=getattr(observed, "input_sample_sizes", None),
     )
     set_recording(qat, RECORD_TRAINING)
     if getattr(model, "compiled", False):

@@ -91,7 +91,9 @@ def new_sample(layer, shape, size, dtype, prefix=""):
 
 
 class ReplaySample:
-    """The first `size` samples an observer records, on the host.
+    """The first `size` samples recorded of a model input, on the host
+    (kept by the input's observer, or by the model for an input that has
+    none).
 
     Args:
         rows: the Keras variable that saves the samples, of shape
