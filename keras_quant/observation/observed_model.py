@@ -71,7 +71,13 @@ class ObservedModel(keras.Model):
         self.save_modes = tuple(kwargs.pop("save_modes", ("int8",)))
         self.save_report = bool(kwargs.pop("save_report", False))
         input_samples = kwargs.pop("input_samples", None) or ()
+        output_names = kwargs.pop("output_names", None)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        if output_names is not None:
+            # An observer computes each output: Keras would name the
+            # outputs after the observers (`cls_observer`), and loss
+            # dicts, metric names, logs and callbacks' monitors with them.
+            self.output_names = list(output_names)
         self._bank_observers()
         self._input_samples = _InputSamples(self, input_samples)
 
@@ -174,6 +180,7 @@ class ObservedModel(keras.Model):
         config["save_modes"] = list(self.save_modes)
         config["save_report"] = self.save_report
         config["input_samples"] = self.input_sample_sizes
+        config["output_names"] = list(self.output_names)
         epochs = recording.epochs(self)
         config["ranges_epoch"] = epochs.ranges
         config["weights_epoch"] = epochs.weights
@@ -186,7 +193,10 @@ class ObservedModel(keras.Model):
         save_report = config.pop("save_report", False)
         ranges_epoch = config.pop("ranges_epoch", None)
         weights_epoch = config.pop("weights_epoch", None)
+        output_names = config.pop("output_names", None)
         model = super().from_config(config, custom_objects=custom_objects)
+        if output_names is not None:
+            model.output_names = list(output_names)
         model.save_modes = tuple(save_modes)
         model.save_report = bool(save_report)
         recording.restore_epochs(model, ranges_epoch, weights_epoch)
@@ -204,10 +214,11 @@ def observe(
 ):
     """Returns `model` with an observer at every tensor TFLite quantizes.
 
-    The observed model shares layers and weights with `model`. If `model` is
-    compiled, the observed model is compiled from the same compile config
-    (with a fresh optimizer). Observers record on inference calls
-    (`evaluate`, `predict`, validation) until a callback says otherwise, so
+    The observed model shares layers and weights with `model`, and keeps
+    its output names. If `model` is compiled, the observed model is
+    compiled from the same compile config and shares its optimizer.
+    Observers record on inference calls (`evaluate`, `predict`,
+    validation) until a callback says otherwise, so
     `observe(model).evaluate(calibration_data)` calibrates a trained model.
 
     Args:
@@ -277,13 +288,24 @@ def observe(
             0 if key in observed_keys else spec.get("sample_size", 0)
             for key, spec in samples.items()
         ],
+        output_names=getattr(model, "output_names", None),
     )
     if getattr(model, "compiled", False):
-        observed.compile_from_config(model.get_compile_config())
+        compile_like(observed, model)
     if distribution.spans_workers():
         # Keras 3's `fit` fails under MultiWorkerMirroredStrategy (#20585).
         keras_internals.fix_multi_worker_training()
     return observed
+
+
+def compile_like(new, model):
+    """Compiles `new` as `model` is compiled, sharing its optimizer: the
+    training `new` does is the training of `model`'s optimizer too (its
+    iterations, its slots), and `model.save` saves an optimizer built for
+    its variables, which loads without Keras's "Skipping variable loading
+    for optimizer" warning."""
+    new.compile_from_config(model.get_compile_config())
+    new.optimizer = model.optimizer
 
 
 # The replay sample's size when `replay_samples="auto"`: as many samples
