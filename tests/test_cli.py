@@ -589,3 +589,32 @@ def test_compare_gate_that_cannot_be_evaluated_fails(uncompiled, capsys):
     assert code == 1
     assert "output SQNR: nan dB" in out
     assert_one_error_line(err, "--max-drop cannot be evaluated")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["inspect", "nosuch.tflite"],
+        ["inspect", "nosuch.tflite", "--target", "micro"],
+        ["export", "nosuch.keras", "--mode", "int8"],
+        ["compare", "nosuch.keras", "nosuch.tflite", "--data", "d.npz"],
+        ["report", "nosuch.keras", "--data", "nosuch.npz"],
+    ],
+)
+def test_a_missing_file_is_answered_before_tensorflow_loads(argv, tmp_path):
+    # What the user typed is checked first: a wrong path costs no
+    # TensorFlow start-up (seconds).
+    code = (
+        "import sys; from keras_quant import cli; "
+        f"status = cli.main({argv!r}); "
+        "print(status, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert "no such file" in done.stderr

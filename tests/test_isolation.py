@@ -2,6 +2,10 @@
 
 import ctypes
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -24,3 +28,53 @@ def test_an_abort_is_named_with_its_signal():
 def test_the_functions_own_error_is_raised_again():
     with pytest.raises(ExportError, match="not a TFLite model"):
         run_isolated(engine.quantize, b"not a model", {}, None, "int8")
+
+
+def test_one_child_serves_every_call_of_a_process():
+    first = run_isolated(os.getpid)
+    assert first != os.getpid()
+    assert run_isolated(os.getpid) == first
+
+
+def test_a_job_past_its_timeout_ends_its_child_and_the_next_call_works():
+    before = run_isolated(os.getpid)
+    with pytest.raises(ExportError, match="did not finish in 1 s"):
+        run_isolated(time.sleep, 30, timeout=1)
+    assert not _running(before)
+    assert run_isolated(sum, [2, 3]) == 5
+
+
+def _running(pid):
+    """Whether process `pid` runs (a zombie waiting to be reaped does
+    not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_the_child_ends_when_its_parent_is_killed(tmp_path):
+    # kill -9 of the exporting process leaves no child and no file behind.
+    script = (
+        "import os, sys, time\n"
+        "from keras_quant.conversion.isolation import run_isolated\n"
+        "print(run_isolated(os.getpid), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    child = int(parent.stdout.readline())
+    assert _running(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(child)
+    assert list(tmp_path.iterdir()) == []

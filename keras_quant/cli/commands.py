@@ -5,7 +5,6 @@ import json
 import math
 import os
 
-from keras_quant import _registration
 from keras_quant.cli import inputs
 from keras_quant.cli import text
 from keras_quant.cli.outcomes import CheckFailed
@@ -15,8 +14,6 @@ from keras_quant.cli.outcomes import UsageError
 def run_export(args):
     """`keras-quant export`: every mode asked for in one export run, so the
     float conversion and predictions are shared, then one report."""
-    from keras_quant.exporting import api
-
     paths = {mode: text.output_path(args, mode) for mode in args.modes}
     validation = None
     if args.validation_data:
@@ -28,6 +25,8 @@ def run_export(args):
     )
     if validation:
         inputs.check_fits_model(validation[0], model, args.validation_data)
+    from keras_quant.exporting import api
+
     plan = api.plan_export(
         model,
         paths,
@@ -53,9 +52,10 @@ def run_export(args):
 def run_inspect(args):
     """`keras-quant inspect`: what the `.tflite` holds, checked against the
     quantization spec and by allocating it in LiteRT."""
+    path = inputs.existing(args.tflite, ".tflite")
+    inputs.check_tflite_header(path)
     from keras_quant.runtime import inspection
 
-    path = inputs.existing(args.tflite, ".tflite")
     summary, violations = inputs.read_tflite(path, inspection)
     allocation_error = inputs.litert_problem(path)
     show = text.summary_dict if args.json else text.summary_text
@@ -206,14 +206,14 @@ def output_drop(model, found):
 def run_report(args):
     """`keras-quant report`: export each mode into a folder, then write the
     report comparing them."""
-    from keras_quant.exporting import api
-
     data = inputs.read_labelled(args.data)
     inputs.output_folder(args.output, "--output")
     model = inputs.prepared_model(
         args, needs_ranges=inputs.needs_ranges(args.modes)
     )
     inputs.check_fits_model(data[0], model, args.data)
+    from keras_quant.exporting import api
+
     stem = text.stem(args.model)
     plan = api.plan_export(
         model,
@@ -236,6 +236,3 @@ COMMANDS = {
     "compare": run_compare,
     "report": run_report,
 }
-
-# A saved `.keras` file names keras-quant's layers: register them first.
-_registration.register()

@@ -45,9 +45,9 @@ def needs_ranges(modes):
 
 def prepared_model(args, needs_ranges):
     """The model to export: loaded, and calibrated if data is given."""
+    model = load_model(args.model)  # checks the path before importing Keras
     from keras_quant.observation import observed_model
 
-    model = load_model(args.model)
     if args.calibration_data:
         x = calibration_inputs(args, model)
         if observed_model.find_observers(model):

@@ -2,12 +2,24 @@
 
 A converter or quantizer written in C++ can abort or segfault (TF 2.21's
 calibrator does so on batch-1 LSTM models); in the user's process that is
-the end of training. `run_isolated` runs a function in a fresh Python
-process started for it (`python -m keras_quant.conversion.isolation`, not
-`multiprocessing`, which would re-import the user's script), passing
-arguments and result by pickle through a temporary file. A crash, a
-timeout or a child that cannot start becomes an `ExportError`; an
-exception raised by the function is raised again here.
+the end of training. `run_isolated` runs a function in a child Python
+process (`python -m keras_quant.conversion.isolation`, not
+`multiprocessing`, which would re-import the user's script).
+
+The child is started once and kept: each call sends it the function (by
+module and name) and its arguments, pickled through a pipe, and reads the
+result back the same way, so what the child imported (ai-edge-quantizer,
+LiteRT, TensorFlow for another backend) is imported once per process, not
+once per export (decision D48). One child is kept per `environment`. A
+crash, a timeout or a child that cannot start becomes an `ExportError` and
+ends that child; the next call starts a new one. An exception raised by
+the function is raised again here.
+
+Nothing is written to disk, and the child cannot outlive this process:
+it reads its next job from a pipe whose only writer is this process, and
+ends when the pipe closes, as it does when this process ends in any way
+(`kill -9` included). A job still running then ends when it tries to
+send its result.
 
 Example:
 
@@ -18,15 +30,23 @@ Example:
 import importlib
 import os
 import pickle
+import select
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 
 from keras_quant.errors import ExportError
 
-# Seconds a child may run before it is stopped.
+# Seconds a child may run one job before it is stopped.
 TIMEOUT = 900
+
+# Each message: its length (8 bytes, big-endian), then the pickle.
+_HEADER = struct.Struct(">Q")
+
+# The running children, by the environment they were started with.
+_CHILDREN = {}
 
 
 def run_isolated(function, *args, timeout=TIMEOUT, environment=None):
@@ -46,62 +66,158 @@ def run_isolated(function, *args, timeout=TIMEOUT, environment=None):
             message names the signal and ends with what the child printed.
         Exception: whatever `function` raised, raised again.
     """
-    with tempfile.TemporaryDirectory(prefix="keras-quant-") as folder:
-        job, result = (os.path.join(folder, n) for n in ("job", "result"))
-        with open(job, "wb") as stream:
-            pickle.dump(
-                (function.__module__, function.__qualname__, args), stream
-            )
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", __name__, job, result],
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-                env={**os.environ, **(environment or {})},
-            )
-        except subprocess.TimeoutExpired as error:
-            raise ExportError(
-                f"{function.__qualname__} did not finish in {timeout} s; it "
-                "was stopped."
-            ) from error
-        if done.returncode != 0 or not os.path.exists(result):
-            raise ExportError(_crash_message(function, done))
-        with open(result, "rb") as stream:
-            failed, value = pickle.load(stream)
+    key = _key(environment)
+    child = prepare(environment)
+    try:
+        failed, value = child.run(function, args, timeout)
+    except BaseException:  # a crash, a timeout, Ctrl-C: a fresh child next
+        _CHILDREN.pop(key, None)
+        child.stop()
+        raise
     if failed:
         raise value
     return value
 
 
-def _crash_message(function, done):
-    code = done.returncode
-    how = (
-        f"was killed by {signal.Signals(-code).name}"
-        if code < 0
-        else f"exited with code {code}"
-    )
-    printed = done.stderr.decode(errors="replace").strip().splitlines()
-    tail = " | ".join(printed[-3:])
-    return (
-        f"The child process running {function.__qualname__} {how}; this "
-        f"process is unharmed. Last lines it printed: {tail or '(none)'}"
-    )
+def prepare(environment=None, modules=()):
+    """The kept child for `environment`, started if there is none, which
+    imports `modules` as it starts: a caller that will need them soon
+    starts the child first and works meanwhile (the engine's route
+    converts the float model while ai-edge-quantizer loads)."""
+    key = _key(environment)
+    child = _CHILDREN.get(key)
+    if child is None or not child.alive():
+        child = _CHILDREN[key] = _Child(environment, modules)
+    return child
 
 
-def _child(job, result):
-    with open(job, "rb") as stream:
-        module, name, args = pickle.load(stream)
-    function = importlib.import_module(module)
-    for part in name.split("."):
-        function = getattr(function, part)
-    try:
-        outcome = (False, function(*args))
-    except Exception as error:  # noqa: BLE001  raised again in the parent
-        outcome = (True, error)
-    with open(result, "wb") as stream:
-        pickle.dump(outcome, stream)
+def _key(environment):
+    return tuple(sorted((environment or {}).items()))
+
+
+def stop_children():
+    """Ends every kept child (they also end with this process)."""
+    for child in _CHILDREN.values():
+        child.stop()
+    _CHILDREN.clear()
+
+
+class _Child:
+    """One kept child process and the pipes to it."""
+
+    def __init__(self, environment, modules=()):
+        job_read, job_write = os.pipe()
+        result_read, result_write = os.pipe()
+        self.log = tempfile.TemporaryFile()  # what it prints; no name
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(job_read)]
+                + [str(result_write), *modules],
+                pass_fds=(job_read, result_write),
+                stdin=subprocess.DEVNULL,
+                stdout=self.log,
+                stderr=self.log,
+                env={**os.environ, **(environment or {})},
+            )
+        except OSError as error:
+            raise ExportError(f"The child process cannot start: {error}")
+        finally:
+            os.close(job_read)
+            os.close(result_write)
+        self.jobs = os.fdopen(job_write, "wb")
+        self.results = os.fdopen(result_read, "rb")
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def run(self, function, args, timeout):
+        """`(failed, value)` of one job; raises `ExportError` if the child
+        dies or does not answer within `timeout` seconds."""
+        printed_from = self.log.seek(0, os.SEEK_END)
+        job = (function.__module__, function.__qualname__, args)
+        try:
+            _send(self.jobs, pickle.dumps(job))
+        except BrokenPipeError:
+            pass  # it died before reading: its exit code says how
+        ready, _, _ = select.select([self.results], [], [], timeout)
+        if not ready:
+            raise ExportError(
+                f"{function.__qualname__} did not finish in {timeout} s; it "
+                "was stopped."
+            )
+        answer = _receive(self.results)
+        if answer is None:
+            raise ExportError(self._crash_message(function, printed_from))
+        return pickle.loads(answer)
+
+    def stop(self):
+        """Ends the child (closing its pipe, then killing it) and waits."""
+        for stream in (self.jobs, self.results):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self.alive():
+            self.process.kill()
+        self.process.wait()
+        self.log.close()
+
+    def _crash_message(self, function, printed_from):
+        code = self.process.wait()
+        how = (
+            f"was killed by {signal.Signals(-code).name}"
+            if code < 0
+            else f"exited with code {code}"
+        )
+        self.log.seek(printed_from)
+        printed = self.log.read().decode(errors="replace").strip()
+        tail = " | ".join(printed.splitlines()[-3:])
+        return (
+            f"The child process running {function.__qualname__} {how}; this "
+            f"process is unharmed. Last lines it printed: {tail or '(none)'}"
+        )
+
+
+def _send(stream, payload):
+    stream.write(_HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _receive(stream):
+    """The next message's bytes, or None at the end of the stream."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    payload = stream.read(_HEADER.unpack(header)[0])
+    return payload if len(payload) == _HEADER.unpack(header)[0] else None
+
+
+def _serve(job_fd, result_fd, modules=()):
+    """The child: imports `modules`, then runs jobs until the parent
+    closes the pipe."""
+    for module in modules:
+        importlib.import_module(module)
+    jobs, results = os.fdopen(job_fd, "rb"), os.fdopen(result_fd, "wb")
+    while (job := _receive(jobs)) is not None:
+        module, name, args = pickle.loads(job)
+        function = importlib.import_module(module)
+        for part in name.split("."):
+            function = getattr(function, part)
+        try:
+            outcome = (False, function(*args))
+        except Exception as error:  # noqa: BLE001  raised again in the parent
+            outcome = (True, error)
+        try:
+            answer = pickle.dumps(outcome)
+        except Exception as error:  # noqa: BLE001  say so, stay alive
+            answer = pickle.dumps(
+                (True, ExportError(f"{name}'s result cannot be sent: {error}"))
+            )
+        try:
+            _send(results, answer)
+        except BrokenPipeError:
+            return  # the parent is gone
 
 
 if __name__ == "__main__":
-    _child(*sys.argv[1:3])
+    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])

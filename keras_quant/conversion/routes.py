@@ -104,10 +104,16 @@ def _convert_fake_quant(model, options):
     return run_converter(fake_quant_graph(model), options)
 
 
+# What the engine's child imports as it starts (`isolation.prepare`).
+ENGINE_MODULES = (engine.__name__, "ai_edge_quantizer.quantizer")
+
+
 def _convert_with_engine(model, options):
     """The float model, converted once with every op in a numbered name
     scope, then quantized by the engine from the observed ranges (and the
     replay sample for tensors no observer sees), in a child process."""
+    # The child loads the engine while this process converts.
+    isolation.prepare(modules=ENGINE_MODULES)
     scoped, ops = graphs.scoped_float_graph(model)
     # The float model's shapes as static as the quantized one's.
     float_tflite = run_converter(
