@@ -46,6 +46,7 @@ _PUBLIC = {
     "quantize_aware": ("keras_quant.observation.qat", "quantize_aware"),
     "reset_ranges": ("keras_quant.observation.observed_model", "reset_ranges"),
     "run_tflite": ("keras_quant.runtime.litert", "run"),
+    "strip_samples": ("keras_quant.exporting.save_hook", "strip_samples"),
     "write_report": ("keras_quant.exporting.report", "write_report"),
 }
 
@@ -70,6 +71,7 @@ __all__ = [
     "quantize_aware",
     "reset_ranges",
     "run_tflite",
+    "strip_samples",
     "write_report",
 ]
 

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -370,3 +371,43 @@ def test_no_replay_sample_when_asked_for_none():
     observed = keras_quant.observe(model, replay_samples=0)
     observed.predict(np.ones((8, 5), "float32"), verbose=0)
     assert replay_sample(observed) is None
+
+
+def test_saved_rows_are_announced_once_and_can_be_stripped(
+    tmp_path, digits, capsys
+):
+    # The replay sample is rows of the user's data: save says so, once
+    # per model, and `strip_samples` / `keras-quant strip` erase them
+    # from a saved file.
+    from keras_quant import cli
+    from keras_quant.observation.observed_model import kept_rows
+    from keras_quant.observation.observed_model import replay_samples_of
+
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(inputs))
+    model = keras_quant.observe(keras.Model(inputs, outputs), save_modes=())
+    x = digits["val"][0][:40]
+    model.predict(x, verbose=0)
+    with pytest.warns(UserWarning, match="holds 40 input rows"):
+        model.save(tmp_path / "a.keras")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        model.save(tmp_path / "b.keras")
+    assert not [w for w in said if "input rows" in str(w.message)]  # once
+
+    def rows_in(path):
+        return kept_rows(keras.models.load_model(path))
+
+    assert rows_in(tmp_path / "a.keras") == 40
+    assert keras_quant.strip_samples(tmp_path / "a.keras") == 40
+    stripped = keras.models.load_model(tmp_path / "a.keras")
+    assert kept_rows(stripped) == 0
+    assert [o.range() for o in stripped.observers] == [
+        o.range() for o in model.observers
+    ]
+    # Not only forgotten: every stored row is overwritten with zeros.
+    for sample in replay_samples_of(stripped):
+        assert not np.any(sample.state_values()[0])
+    assert cli.main(["strip", str(tmp_path / "b.keras")]) == 0
+    assert "erased 40 input rows" in capsys.readouterr().out
+    assert rows_in(tmp_path / "b.keras") == 0

@@ -230,9 +230,21 @@ def run_report(args):
     print(f"wrote {os.path.join(args.output, 'report.html')}")
 
 
+def run_strip(args):
+    """`keras-quant strip`: the `.keras` file rewritten without the input
+    rows its replay samples keep."""
+    path = inputs.existing(args.model, ".keras")
+    inputs.load_model(path)  # a one-line error for a file Keras cannot load
+    from keras_quant.exporting import save_hook
+
+    erased = save_hook.strip_samples(path)
+    print(f"{path}: erased {erased} input rows; its ranges are kept")
+
+
 COMMANDS = {
     "export": run_export,
     "inspect": run_inspect,
     "compare": run_compare,
     "report": run_report,
+    "strip": run_strip,
 }

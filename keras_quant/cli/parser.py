@@ -69,6 +69,7 @@ def build_parser():
     _add_inspect(commands)
     _add_compare(commands)
     _add_report(commands)
+    _add_strip(commands)
     return parser
 
 
@@ -254,3 +255,17 @@ def _add_report(commands):
     )
     _add_calibration(command)
     command.set_defaults(command="report")
+
+
+def _add_strip(commands):
+    command = commands.add_parser(
+        "strip",
+        help="erase the input rows a saved model keeps (its replay sample)",
+        description="An observed model keeps rows of its inputs (the replay "
+        "sample: up to 256 per input) to measure at export the ranges "
+        "inside LayerNormalization, attention and recurrent layers, and "
+        "saves them in its .keras file. This rewrites the file without "
+        "them, all or nothing; its ranges stay.",
+    )
+    command.add_argument("model", help="the .keras file, rewritten in place")
+    command.set_defaults(command="strip")

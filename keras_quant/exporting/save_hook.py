@@ -13,6 +13,7 @@ complete checkpoint (`checkpoint.is_complete`).
 
 import os
 import warnings
+import weakref
 
 from keras_quant.exporting import api
 from keras_quant.exporting import checkpoint
@@ -82,6 +83,61 @@ def save_checkpoint(model, keras_path, save_keras):
             export_beside(
                 model, keras_path, model.save_modes, report=model.save_report
             )
+    _say_rows_are_saved(model, keras_path)
+
+
+# Models already told that their `.keras` file holds input rows.
+_TOLD = weakref.WeakSet()
+
+
+def _say_rows_are_saved(model, keras_path):
+    """Warns, once per model, that the file holds rows of its inputs
+    (decision D49): whoever gets the file gets them."""
+    rows = observed_model.kept_rows(model)
+    if not rows or model in _TOLD:
+        return
+    _TOLD.add(model)
+    warnings.warn(
+        f"{keras_path} holds {rows} input rows the model saw (its replay "
+        "sample, which measures at export the ranges inside "
+        "LayerNormalization, attention and recurrent layers): whoever has "
+        "the file has those rows. To keep none, observe with "
+        "`replay_samples=0`; to erase them from a saved file, "
+        "`keras_quant.strip_samples(path)` or `keras-quant strip FILE`.",
+        stacklevel=3,
+    )
+
+
+def strip_samples(target):
+    """Erases the input rows a model keeps (its replay samples), from an
+    observed model or from a saved `.keras` file, rewritten in place all
+    or nothing (the `.tflite` files beside it are not touched).
+
+    Args:
+        target: an `ObservedModel`, or the path of a `.keras` file.
+
+    Returns:
+        How many rows were erased.
+
+    Example:
+
+    >>> inputs = keras.Input((3,))
+    >>> model = keras_quant.observe(keras.Model(inputs, inputs * 2))
+    >>> _ = model.predict(np.ones((5, 3), "float32"), verbose=0)
+    >>> strip_samples(model), observed_model.kept_rows(model)
+    (5, 0)
+    """
+    if not isinstance(target, (str, os.PathLike)):
+        return observed_model.strip_samples(target)
+    import keras
+
+    path = os.fspath(target)
+    files.check_filepath(path, checkpoint.KERAS_SUFFIX)
+    model = keras.saving.load_model(path)
+    erased = observed_model.strip_samples(model)
+    with files.replacing(path) as temporary:
+        keras.Model.save(model, temporary)  # the file alone, no exports
+    return erased
 
 
 observed_model.on_save(save_checkpoint)

@@ -496,6 +496,39 @@ def collected_ranges(model, needed_for="Export"):
     return {o.point: o.range() for o in observers}
 
 
+def replay_samples_of(model):
+    """Every `ReplaySample` of `model`: its input observers' and the
+    model's own (for inputs no observer reads)."""
+    found = [o.replay for o in find_observers(model) if o.replay is not None]
+    by_model = getattr(model, "_input_samples", None)
+    if by_model is not None:
+        found += list(by_model.samples.values())
+    return found
+
+
+def kept_rows(model):
+    """How many input rows `model` holds in its replay samples (the rows
+    `save` writes into the `.keras` file), summed over its inputs."""
+    return sum(len(sample.values()) for sample in replay_samples_of(model))
+
+
+def strip_samples(model):
+    """Erases `model`'s replay samples: every kept row is overwritten with
+    zeros and the count set to 0, so a `.keras` file saved afterwards
+    holds none of the inputs it saw. Ranges are kept; tensors only the
+    sample measured (inside LayerNormalization, attention, recurrent
+    cells) need a new calibration to be quantized.
+
+    Returns:
+        How many rows were erased.
+    """
+    erased = kept_rows(model)
+    for sample in replay_samples_of(model):
+        rows, _ = sample.state_values()
+        sample.restore_state_values([np.zeros_like(rows), 0])
+    return erased
+
+
 def replay_sample(model):
     """The inputs kept of each model input (decision D30): by its
     observer, or by the model for an input no observer reads.
