@@ -1,9 +1,10 @@
 """The TFLite converter, set up for one mode and kept quiet.
 
-`make_converter` freezes a Keras model's serving function in memory and
-hands it to `tf.lite.TFLiteConverter` (decision D13); `configure` applies a
-row of `modes.MODES`; `run_converter` does both and turns the converter's
-failures into `ExportError`.
+`frozen_function` freezes a Keras model's serving function in memory,
+which `make_converter` hands to `tf.lite.TFLiteConverter` (decision D13);
+`configure` applies a row of `modes.MODES`; `run_converter` does both and
+turns the converter's failures into `ExportError`, and `run_frozen` does
+the same from a function already frozen (several modes share one).
 """
 
 import contextlib
@@ -33,7 +34,15 @@ def run_converter(keras_model, options, for_mode=None):
     model); defaults to `options.mode`.
     """
     options = ConvertOptions.of(options)
-    converter = make_converter(keras_model, static_batch=options.static_batch)
+    frozen = frozen_function(keras_model, options.static_batch)
+    return run_frozen(frozen, options, for_mode)
+
+
+def run_frozen(frozen, options, for_mode=None):
+    """`run_converter` on a `frozen_function` already made: several
+    modes of one model share its tracing and freezing."""
+    options = ConvertOptions.of(options)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     configure(converter, options)
     try:
         with quiet():
@@ -47,7 +56,15 @@ def run_converter(keras_model, options, for_mode=None):
 
 
 def make_converter(keras_model, static_batch=False):
-    """A `TFLiteConverter` for `keras_model`, from a frozen function.
+    """A `TFLiteConverter` for `keras_model`, from its
+    `frozen_function`."""
+    return tf.lite.TFLiteConverter.from_concrete_functions(
+        [frozen_function(keras_model, static_batch)]
+    )
+
+
+def frozen_function(keras_model, static_batch=False):
+    """`keras_model`'s serving function, traced and frozen.
 
     `from_keras_model` writes and reads back a SavedModel first; freezing
     the serving function in memory gives the same model in about a third
@@ -75,8 +92,7 @@ def make_converter(keras_model, static_batch=False):
         for tensor in keras_model.inputs
     ]
     with quiet():  # freezing runs Grappler, which logs its session
-        frozen = freeze(serve.get_concrete_function(*specs))
-        return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        return freeze(serve.get_concrete_function(*specs))
 
 
 def _shape(shape, static_batch):

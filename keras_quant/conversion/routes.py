@@ -20,6 +20,7 @@ from keras_quant.conversion import engine
 from keras_quant.conversion import graphs
 from keras_quant.conversion import isolation
 from keras_quant.conversion import scopes
+from keras_quant.conversion import shared_work
 from keras_quant.conversion import tensor_map
 from keras_quant.conversion import tfmot_interop
 from keras_quant.conversion.checks import check_contract
@@ -27,8 +28,10 @@ from keras_quant.conversion.checks import check_multipliers
 from keras_quant.conversion.checks import check_options
 from keras_quant.conversion.checks import check_static_shapes
 from keras_quant.conversion.checks import check_target_layers
+from keras_quant.conversion.converter import frozen_function
 from keras_quant.conversion.converter import quiet
 from keras_quant.conversion.converter import run_converter
+from keras_quant.conversion.converter import run_frozen
 from keras_quant.conversion.graphs import fake_quant_graph
 from keras_quant.conversion.graphs import float_graph
 from keras_quant.errors import ExportError
@@ -59,6 +62,13 @@ def convert(model, options, **changes):
     b'TFL3'
     """
     options = ConvertOptions.of(options, **changes)
+    return shared_work.computed(
+        ("convert", id(model), options), lambda: _convert(model, options)
+    )
+
+
+def _convert(model, options):
+    """`convert`, done."""
     check_options(model, options)
     check_static_shapes(model, options)
     if tfmot_interop.is_tf_keras_model(model):
@@ -97,11 +107,20 @@ def ranges_for(model, mode):
 
 
 def _convert_float(model, options):
-    return run_converter(float_graph(model), options)
+    return run_frozen(_frozen(model, float_graph, options), options)
 
 
 def _convert_fake_quant(model, options):
-    return run_converter(fake_quant_graph(model), options)
+    return run_frozen(_frozen(model, fake_quant_graph, options), options)
+
+
+def _frozen(model, graph, options):
+    """The frozen serving function of `graph(model)`, traced once per run
+    for each shape setting (`shared_work`)."""
+    return shared_work.computed(
+        (graph.__name__, id(model), options.static_batch),
+        lambda: frozen_function(graph(model), options.static_batch),
+    )
 
 
 # What the engine's child imports as it starts (`isolation.prepare`).
@@ -114,15 +133,11 @@ def _convert_with_engine(model, options):
     replay sample for tensors no observer sees), in a child process."""
     # The child loads the engine while this process converts.
     isolation.prepare(modules=ENGINE_MODULES)
-    scoped, ops = graphs.scoped_float_graph(model)
-    # The float model's shapes as static as the quantized one's.
-    float_tflite = run_converter(
-        scoped,
-        ConvertOptions(Mode.FLOAT32, target=options.target),
-        for_mode=options.mode,
+    float_tflite, ops, observed = shared_work.computed(
+        ("engine float model", id(model), options.target),
+        lambda: _engine_float_model(model, options),
     )
     check_target_layers(float_tflite, ops, options)
-    observed = tensor_map.observed_ranges(float_tflite, model, ops)
     patterns = {
         option: _layer_patterns(
             float_tflite, model, ops, option, getattr(options, option)
@@ -136,6 +151,23 @@ def _convert_with_engine(model, options):
         replay_sample(model),
         options,
         patterns,
+    )
+
+
+def _engine_float_model(model, options):
+    """`(float .tflite, traced ops, observed ranges by tensor name)`: the
+    float model the engine quantizes, every op in a numbered scope, its
+    shapes as static as the target needs."""
+    scoped, ops = graphs.scoped_float_graph(model)
+    float_tflite = run_converter(
+        scoped,
+        ConvertOptions(Mode.FLOAT32, target=options.target),
+        for_mode=options.mode,
+    )
+    return (
+        float_tflite,
+        ops,
+        tensor_map.observed_ranges(float_tflite, model, ops),
     )
 
 

@@ -9,6 +9,7 @@ report.
 
 import dataclasses
 
+from keras_quant.conversion import shared_work
 from keras_quant.errors import KerasQuantError
 from keras_quant.exporting import auto
 from keras_quant.exporting import report as report_lib
@@ -41,6 +42,12 @@ def run(model, plan, on_error=None):
     if not workers.exports_here(model):
         return []
     recording.warn_if_stale(model)
+    with shared_work.one_run():
+        return _run_here_or_in_child(model, plan, on_error)
+
+
+def _run_here_or_in_child(model, plan, on_error):
+    """`run` past the checks: the files, then the report."""
     if tensorflow_process.needed():
         results = tensorflow_process.run(model, plan, export_saved, on_error)
     else:
