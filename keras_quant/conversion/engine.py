@@ -11,10 +11,16 @@ range to its TFLite tensor by name (`tensor_map`), and hands both to
    (the replay sample, decision D30) to find the ranges of the tensors no
    observer sees (inside LayerNormalization, attention, gelu, recurrent
    cells, Average); observed tensors keep their training-time ranges;
+   tensors that take one quantization (a CONCATENATION's inputs and
+   output, an average pool's input and output, ...) take the union of
+   their ranges (`shared_ranges`), as the TFLite converter gives them;
 3. quantizes with the mode's recipe (`RECIPES`): weights int8 per channel
    symmetric, activations int8 asymmetric or int16 symmetric per tensor;
    ops named by `keep_float` and ops LiteRT cannot hold in integers
-   (`FLOAT_ONLY`) stay float between QUANTIZE and DEQUANTIZE;
+   (`FLOAT_ONLY`) stay float between QUANTIZE and DEQUANTIZE; int16 ADD
+   and SUB take LiteRT's general kernel
+   (`rewrites.general_int16_arithmetic`), and 16x8's int64 biases their
+   whole value (`rewrites.unclipped_int64_biases`);
 4. checks that LiteRT prepares and runs the result.
 
 Neither Keras nor TensorFlow is imported here: `isolation.run_isolated`
@@ -134,6 +140,7 @@ def quantize(float_tflite, observed, sample, options, patterns=None):
     keep_float = list(patterns.get("keep_float", ()))
     if spec.float_fallback:  # ops touching a tensor with no range: float
         keep_float += _ops_without_ranges(float_tflite, ranges)
+    ranges = shared_ranges(float_tflite, ranges, keep_float)
     rules = _rules(
         spec,
         mode_spec,
@@ -142,6 +149,7 @@ def quantize(float_tflite, observed, sample, options, patterns=None):
         patterns.get("keep_8bit", ()),
     )
     tflite = _quantize(float_tflite, ranges, rules, sample)
+    tflite = rewrites.unclipped_int64_biases(tflite, float_tflite)
     tflite = rewrites.quantize_unused_outputs(tflite)
     tflite = rewrites.general_int16_arithmetic(tflite)
     if mode_spec.needs_ranges:  # activations are integers
@@ -194,6 +202,99 @@ def _quantize(float_tflite, ranges, rules, sample):
     except Exception as error:  # any refusal: one message naming it
         raise ExportError(_refusal(error, sample)) from error
     return bytes(result.quantized_model)
+
+
+# Ops whose tensors ai-edge-quantizer quantizes alike (its
+# `SAME_AS_INPUT_SCALE` and `SAME_AS_OUTPUT_SCALE` constraints): every
+# activation input and output of one of these ops takes one quantization.
+SAME_SCALE = frozenset(
+    {
+        # The inputs take the output's quantization.
+        "CONCATENATION",
+        "PACK",
+        "MAXIMUM",
+        "PADV2",
+        "SELECT",
+        "SELECT_V2",
+        "DYNAMIC_UPDATE_SLICE",
+        # The outputs take the input's.
+        "AVERAGE_POOL_2D",
+        "MAX_POOL_2D",
+        "RESHAPE",
+        "TRANSPOSE",
+        "SLICE",
+        "STRIDED_SLICE",
+        "SPLIT",
+        "UNPACK",
+        "PAD",
+        "MIRROR_PAD",
+        "SPACE_TO_DEPTH",
+        "RESIZE_BILINEAR",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "GATHER",
+        "GATHER_ND",
+        "BROADCAST_TO",
+        "REDUCE_MIN",
+    }
+)
+
+
+def shared_ranges(float_tflite, ranges, keep_float=()):
+    """`ranges` with the tensors that must share one quantization given
+    one range: the union of their ranges.
+
+    ai-edge-quantizer gives a CONCATENATION's inputs the output's scale
+    and zero point, and an AVERAGE_POOL_2D's (MAX_POOL_2D's, RESHAPE's,
+    ...) output its input's (`SAME_SCALE`). Where a tensor's own range
+    differs (a DenseNet block's concatenations feed one another, a
+    transition's average pool feeds the next block's first one), it
+    inserts a QUANTIZE that requantizes the tensor. A requantization
+    between nearly equal scales is not noise but a gain error: every small
+    value rounds back to the same integer, so `0.0498 -> 0.0504` scales
+    the values within 42 steps of the zero point by 1.012, on every
+    pixel alike; the error survives average pooling and adds up over
+    chained concatenations (DenseNet121 int8: 19 such QUANTIZE ops, 2 to
+    3 dB below the converter). The
+    TFLite converter gives each connected group one scale, as here: the
+    groups are joined through every op of `SAME_SCALE` (activation
+    tensors only; ops matching `keep_float` stay float and join nothing).
+    """
+    model = flatbuffer.read(float_tflite)
+    parent = {}
+
+    def root(name):
+        while parent.setdefault(name, name) != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for subgraph in model.subgraphs:
+        names = [
+            flatbuffer.tensor_name(tensor.name) for tensor in subgraph.tensors
+        ]
+        for op in subgraph.operators:
+            if flatbuffer.op_name(model, op) not in SAME_SCALE:
+                continue
+            outputs = [names[i] for i in op.outputs if i >= 0]
+            scope = "".join(f"{name};" for name in outputs)
+            if any(re.search(pattern, scope) for pattern in keep_float):
+                continue
+            tensors = [
+                names[i]
+                for i in [*op.inputs, *op.outputs]
+                if i >= 0 and names[i] in ranges
+            ]
+            for name in tensors[1:]:
+                parent[root(name)] = root(tensors[0])
+    groups = {}
+    for name in parent:
+        groups.setdefault(root(name), []).append(name)
+    shared = dict(ranges)
+    for members in groups.values():
+        low = min(ranges[name][0] for name in members)
+        high = max(ranges[name][1] for name in members)
+        shared.update({name: (low, high) for name in members})
+    return shared
 
 
 def _ops_without_ranges(float_tflite, ranges):

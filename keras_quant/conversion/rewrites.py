@@ -36,6 +36,15 @@ on [0, 255] images (MobileNetV3's preprocessing) adds the constant -1
 (scale 2**-15) to a product in [0, 2] (2**-14) giving [-1, 1] (2**-15).
 The general kernel takes any scales.
 
+`unclipped_int64_biases` gives back to 16x8's int64 biases the values
+ai-edge-quantizer clipped to int32's range (it quantizes every bias with
+32 bits): hard-sigmoid's `x + 3`, folded into the bias of the
+squeeze-excite convolution before it, is 4.2e9 steps of a bias scale
+(input scale times weight scale) of 7e-10 when the int16 input is small,
+and was cut to 2**31 - 1, half of it lost. LiteRT and TFLM accumulate
+16x8 convolutions in int64, so the engine writes the whole value,
+quantized again from the float model's bias.
+
 >>> from keras_quant.conversion.converter import run_converter
 >>> from keras_quant.conversion.engine import operator_names
 >>> inputs = keras.Input((5, 7))
@@ -265,3 +274,56 @@ def general_int16_arithmetic(tflite):
                 op.builtinOptions.potScaleInt16 = False
                 changed += 1
     return flatbuffer.write(model) if changed else tflite
+
+
+# The bias input of each op that has one, by position.
+_BIAS_INPUT = {
+    "CONV_2D": 2,
+    "DEPTHWISE_CONV_2D": 2,
+    "FULLY_CONNECTED": 2,
+    "TRANSPOSE_CONV": 3,
+}
+_INT32_LIMIT = 2**31 - 1
+
+
+def unclipped_int64_biases(tflite, float_tflite):
+    """The bytes of a quantized `tflite` whose int64 biases clipped at
+    int32's limits are quantized again, unclipped, from the biases of
+    `float_tflite` (the model it was quantized from: its weighted ops are
+    the same, in the same order); the same bytes when none was clipped."""
+    model = flatbuffer.read(tflite)
+    source = flatbuffer.read(float_tflite)
+    changed = 0
+    for subgraph, original in zip(model.subgraphs, source.subgraphs):
+        pairs = _weighted_ops(model, subgraph), _weighted_ops(source, original)
+        if [name for name, _ in pairs[0]] != [name for name, _ in pairs[1]]:
+            continue
+        for (name, op), (_, float_op) in zip(*pairs):
+            position = _BIAS_INPUT[name]
+            if len(op.inputs) <= position or op.inputs[position] < 0:
+                continue
+            bias = subgraph.tensors[op.inputs[position]]
+            data = model.buffers[bias.buffer].data
+            if bias.type != schema.TensorType.INT64 or data is None:
+                continue
+            values = np.frombuffer(bytes(data), np.int64)
+            if not np.any(np.abs(values) >= _INT32_LIMIT):
+                continue
+            float_bias = original.tensors[float_op.inputs[position]]
+            real = np.frombuffer(
+                bytes(source.buffers[float_bias.buffer].data), np.float32
+            )
+            scale = np.asarray(bias.quantization.scale, np.float64)
+            wide = np.round(real / scale).astype(np.int64)
+            buffer = schema.BufferT()
+            buffer.data = np.frombuffer(wide.tobytes(), np.uint8)
+            model.buffers.append(buffer)  # the old one may be shared
+            bias.buffer = len(model.buffers) - 1
+            changed += 1
+    return flatbuffer.write(model) if changed else tflite
+
+
+def _weighted_ops(model, subgraph):
+    """`(name, op)` of the ops of `subgraph` that have a bias input."""
+    named = [(flatbuffer.op_name(model, op), op) for op in subgraph.operators]
+    return [(name, op) for name, op in named if name in _BIAS_INPUT]

@@ -3,11 +3,16 @@
 The float model is converted from `graphs.scoped_float_graph`, where op
 `i` runs in name scope `kq_op<i>` (`scopes`); a TFLite tensor's name
 starts with the scope of the op that computes it (fused ops are joined by
-`;`, the last one first). The last tensor of an op's scope is that op's
-output, which takes the range of the observer after the op. Model inputs
-and outputs are matched by position. Tensors inside a layer
-(LayerNormalization's mean, attention scores, ...) match no observer: the
-engine finds their ranges by replay.
+`;`, the last one first). The last tensor with a part in an op's scope
+is that op's output, which takes the range of the observer after the op,
+if the op computes it: when TFLite fuses the op's last step into a later
+op's (a BatchNormalization that does not fold ends in an ADD, fused with
+the ReLU after it), that tensor is the later op's output and takes its
+observer's range, and the op's own observer describes no tensor of the
+file. Model inputs and outputs are matched by position. Tensors inside a
+layer (LayerNormalization's mean, attention scores, the MUL of a
+BatchNormalization that does not fold, ...) match no observer: the engine
+finds their ranges by replay.
 """
 
 from keras_quant.conversion import engine
@@ -41,9 +46,18 @@ def observed_ranges(float_tflite, model, ops):
     runner = litert.interpreter(float_tflite)
     outputs = {}
     for name in _op_output_names(float_tflite):
-        number = scopes.first_number(name)
-        if number is not None:
+        for number in scopes.numbers(name):
             outputs[number] = name
+    # An op's last tensor named first by a later op's scope is that op's
+    # output: the earlier op's output is fused into it (an unfolded
+    # BatchNormalization's ADD into the next ReLU). Giving the earlier
+    # op's range to its last tensor of its own would give an inner tensor
+    # (the BatchNormalization's MUL) the range of the layer's output.
+    outputs = {
+        number: name
+        for number, name in outputs.items()
+        if scopes.first_number(name) == number
+    }
     # An op computing a model output may end outside its scope (TensorFlow
     # names outputs `Identity`): its last scoped tensor is then an inner
     # one. Outputs are matched by position below instead.
