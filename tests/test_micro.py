@@ -238,13 +238,23 @@ def test_inspect_fails_a_file_tflm_cannot_run(capsys, tmp_path):
     assert "GELU" in err and err.count("\n") == 1
 
 
-def test_the_report_shows_the_tflm_run(tmp_path, digits):
+@pytest.fixture(scope="module")
+def digits_mlp(digits):
+    """A small MLP on the digits, trained a little and calibrated."""
     inputs = keras.Input((8, 8, 1))
     hidden = layers.Dense(16, activation="relu")(layers.Flatten()(inputs))
-    outputs = layers.Dense(10, activation="softmax")(hidden)
-    model = keras.Model(inputs, outputs)
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model = observed(model, digits["val"][0])
+    model = keras.Model(inputs, layers.Dense(10)(hidden))
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    keras.utils.set_random_seed(0)
+    model.fit(*digits["train"], epochs=3, verbose=0)
+    return observed(model, digits["val"][0])
+
+
+def test_the_report_shows_the_tflm_run(tmp_path, digits, digits_mlp):
+    model = digits_mlp
     result = keras_quant.export(
         model,
         tmp_path / "mlp.tflite",
@@ -262,17 +272,10 @@ def test_the_report_shows_the_tflm_run(tmp_path, digits):
     assert f"{result.micro.arena_bytes:,}" in page
 
 
-def test_auto_for_micro_gives_a_verified_integer_only_file(tmp_path, digits):
-    inputs = keras.Input((8, 8, 1))
-    hidden = layers.Dense(16, activation="relu")(layers.Flatten()(inputs))
-    model = keras.Model(inputs, layers.Dense(10)(hidden))
-    model.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    keras.utils.set_random_seed(0)
-    model.fit(*digits["train"], epochs=3, verbose=0)
-    model = observed(model, digits["val"][0])
+def test_auto_for_micro_gives_a_verified_integer_only_file(
+    tmp_path, digits, digits_mlp
+):
+    model = digits_mlp
     result = keras_quant.export(
         model,
         tmp_path / "auto.tflite",
