@@ -152,24 +152,57 @@ def _quantizer_for(layer, bits, block_size):
     return lambda kernel, axes: kernel
 
 
-@contextlib.contextmanager
-def quantized_kernels(layer, bits=8, block_size=None):
-    """Inside the block, `layer` computes with fake-quantized kernels."""
+def fake_quantized_kernels(layer, bits=8, block_size=None):
+    """`[(attribute, fake-quantized kernel)]` of `layer`, read from its
+    kernel variables in this replica."""
     quantize = _quantizer_for(layer, bits, block_size)
-    originals = []
+    kernels = []
     for attribute, axes in kernels_of(layer):
         variable = getattr(layer, attribute)
-        originals.append((attribute, variable))
-        object.__setattr__(
-            layer,
-            attribute,
-            quantize(ops.convert_to_tensor(variable), axes),
+        if not isinstance(variable, keras.Variable):
+            # Another block (another replica's thread) holds this layer's
+            # kernels: quantizing its tensor would take this replica's
+            # kernel out of its gradient.
+            raise RuntimeError(
+                f"The kernels of layer '{layer.name}' are already "
+                "replaced by fake-quantized tensors. `kernels_replaced` "
+                "blocks must not nest or span a cross-replica exchange."
+            )
+        kernels.append(
+            (attribute, quantize(ops.convert_to_tensor(variable), axes))
         )
+    return kernels
+
+
+@contextlib.contextmanager
+def kernels_replaced(layer, kernels):
+    """Inside the block, `layer` computes with `kernels`
+    (`fake_quantized_kernels`) in place of its kernel variables.
+
+    The layer is shared by every replica of a `tf.distribute` strategy,
+    whose threads take turns at each cross-replica exchange (an observer's
+    `all_gather`, an assignment of a mirrored variable): the block must
+    hold only computation with no such exchange, or another replica would
+    compute with this replica's tensors, and leave them in the layer.
+    """
+    originals = [
+        (attribute, getattr(layer, attribute)) for attribute, _ in kernels
+    ]
+    for attribute, kernel in kernels:
+        object.__setattr__(layer, attribute, kernel)
     try:
         yield
     finally:
         for attribute, variable in originals:
             object.__setattr__(layer, attribute, variable)
+
+
+def quantized_kernels(layer, bits=8, block_size=None):
+    """Inside the block, `layer` computes with fake-quantized kernels
+    (`kernels_replaced`: the block must hold no cross-replica exchange)."""
+    return kernels_replaced(
+        layer, fake_quantized_kernels(layer, bits, block_size)
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_quant")
@@ -219,11 +252,15 @@ class QuantizeSplit(Split):
 
     def call(self, inputs, training=None, mask=None):
         value = inputs
-        with quantized_kernels(self.layer):
-            for step, part in decomposition.plan(self.layer, self.parts):
+        kernels = fake_quantized_kernels(self.layer)
+        for step, part in decomposition.plan(self.layer, self.parts):
+            # The kernels are swapped in around each step only: an
+            # observer exchanges its statistics across replicas, and the
+            # other replicas run meanwhile, with the same layer.
+            with kernels_replaced(self.layer, kernels):
                 value = decomposition.STEPS[step](self.layer, value)
-                if part is not None:
-                    value = self.observer_for(part)(value, training=training)
+            if part is not None:
+                value = self.observer_for(part)(value, training=training)
         return value
 
 

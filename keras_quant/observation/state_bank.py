@@ -180,20 +180,44 @@ class Slot:
         return self.variable.value[self.index, self.column]
 
     def numpy(self):
-        return ops.convert_to_numpy(self.value)
+        return host_value(self)
 
     def assign(self, value):
         self.bank.assign_cell(self.name, self.index, value)
 
 
 def read(variable):
-    """A variable's value as a Python scalar or a numpy array.
+    """The value of a variable (a Keras variable, a `Slot`, or a tensor) as
+    a Python scalar or a numpy array, read on the host.
 
-    Works for the per-replica variables of `tf.distribute` strategies too,
-    where `int(variable)` does not.
+    Every host-side read of keras-quant's state goes through here
+    (`host_value`), so it works for the variables of `tf.distribute`
+    strategies too, inside `strategy.scope()` (a cross-replica context)
+    as outside it, where `int(variable)` and numpy's conversion of a scalar
+    one fail.
     """
-    value = np.asarray(keras.ops.convert_to_numpy(variable.value))
+    value = host_value(variable)
     return value.item() if value.ndim == 0 else value
+
+
+def host_value(variable):
+    """The value of a variable (a Keras variable, a `Slot`, or a tensor) as
+    a numpy array.
+
+    On TensorFlow, a Keras variable built under a `tf.distribute` strategy
+    holds a distributed variable (one copy per replica), which numpy cannot
+    convert when it is a scalar ("object __array__ method not producing an
+    array"): it is first read into a tensor, which in a cross-replica
+    context is the first replica's copy (keras-quant's variables are
+    mirrored: all copies are equal).
+    """
+    value = variable.value if hasattr(variable, "value") else variable
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(value, tf.Variable):
+            value = tf.convert_to_tensor(value)
+    return np.asarray(ops.convert_to_numpy(value))
 
 
 def _variable(owner, group, initial):
