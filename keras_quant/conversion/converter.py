@@ -42,10 +42,12 @@ def run_frozen(frozen, options, for_mode=None):
     """`run_converter` on a `frozen_function` already made: several
     modes of one model share its tracing and freezing."""
     options = ConvertOptions.of(options)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    configure(converter, options)
     try:
-        with quiet():
+        with quiet():  # from_concrete_functions warns of its own API
+            converter = tf.lite.TFLiteConverter.from_concrete_functions(
+                [frozen]
+            )
+            configure(converter, options)
             return converter.convert()
     except ConverterError as error:
         reason = str(error).strip().splitlines()[0]
@@ -58,9 +60,9 @@ def run_frozen(frozen, options, for_mode=None):
 def make_converter(keras_model, static_batch=False):
     """A `TFLiteConverter` for `keras_model`, from its
     `frozen_function`."""
-    return tf.lite.TFLiteConverter.from_concrete_functions(
-        [frozen_function(keras_model, static_batch)]
-    )
+    frozen = frozen_function(keras_model, static_batch)
+    with quiet():
+        return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 
 def frozen_function(keras_model, static_batch=False):

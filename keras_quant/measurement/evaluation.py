@@ -274,13 +274,21 @@ is_compiled = keras_internals.is_compiled
 def metrics_from_predictions(model, y, y_pred):
     """The model's compiled loss and metrics for predictions `y_pred`.
 
-    Returns an empty dict for a model that was never compiled. On a
-    worker of a multi-worker strategy, this worker alone computes them
-    (`on_this_worker`).
+    Returns an empty dict for a model that was never compiled. For a
+    model built under a strategy with several replicas, a plain twin
+    computes them outside the strategy (`on_this_worker`): on a worker of
+    a multi-worker strategy this worker alone, with no collective; and
+    under any, with the loss Keras would otherwise divide by the number
+    of replicas (`scale_loss_for_distribution`).
     """
-    if spans_workers(model):
+    if spans_workers(model) or _has_replicas(model):
         return on_this_worker(_metrics, model, y, y_pred)
     return _metrics(model, y, y_pred)
+
+
+def _has_replicas(model):
+    strategy = distribution_strategy(model)
+    return strategy is not None and strategy.num_replicas_in_sync > 1
 
 
 def _metrics(model, y, y_pred):
