@@ -129,6 +129,58 @@ def _concatenate(parts):
         ) from error
 
 
+def check_finite(x, y, where="`validation_data`"):
+    """Raises if the inputs `x` or labels `y` (None: none) hold NaN or
+    infinity: every figure measured on them would be NaN, and a choice
+    resting on NaN figures (`mode="auto"`) would be no choice at all.
+    `where` names the data in the message.
+
+    >>> check_finite(np.zeros(2), np.array([0.0, np.inf]))
+    Traceback (most recent call last):
+    ...
+    ValueError: `validation_data` holds 1 infinite value in its labels (y), \
+of 2 values: ...
+
+    Raises:
+        ValueError: naming the array and how many values are not finite.
+    """
+    arrays = _named(x, "inputs", "x") + _named(y, "labels", "y")
+    for name, array in arrays:
+        try:
+            values = np.asarray(array)
+        except Exception:  # noqa: BLE001  not numbers: the model will say
+            continue
+        if values.dtype.kind not in "fc":
+            continue
+        nan = int(np.count_nonzero(np.isnan(values)))
+        infinite = int(np.count_nonzero(np.isinf(values)))
+        if nan or infinite:
+            counted = " and ".join(
+                f"{count} {kind} value{'s' if count > 1 else ''}"
+                for count, kind in ((nan, "NaN"), (infinite, "infinite"))
+                if count
+            )
+            raise ValueError(
+                f"{where} holds {counted} in its {name}, of {values.size} "
+                "values: every metric measured on them would be NaN, and "
+                "nothing could be judged by it. Drop or replace them first "
+                "(e.g. keep the samples where `np.isfinite(x).all(axis=...)`)."
+            )
+
+
+def _named(value, label, letter):
+    """`[(name, array)]` of inputs or labels: one array, a list or a dict."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [(f"{label} {letter}[{key!r}]", v) for key, v in value.items()]
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return [(f"{label} ({letter}[0])", value[0])]
+        return [(f"{label} ({letter}[{i}])", v) for i, v in enumerate(value)]
+    return [(f"{label} ({letter})", value)]
+
+
 def as_list(value):
     """`value` as a list: a list or tuple as is, anything else alone.
 

@@ -132,8 +132,8 @@ def test_bad_pattern_fails_before_the_first_step(
         def on_train_batch_end(self, batch, logs=None):
             CountSteps.steps += 1
 
-    export = TFLiteExport(str(tmp_path / pattern))
     with pytest.raises(ValueError, match=message):
+        export = TFLiteExport(str(tmp_path / pattern))  # refused here
         fit(observed, digits, [export, CountSteps()], epochs=2)
     assert CountSteps.steps == 0
 

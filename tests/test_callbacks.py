@@ -274,3 +274,62 @@ def test_export_best_only_needs_the_monitored_value(observed, digits, tmp_path):
 def test_bad_export_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TFLiteExport(**kwargs)
+
+
+# --- Patterns that cannot make a file: refused before training ----------
+
+
+@pytest.mark.parametrize(
+    "pattern, error, message",
+    [
+        # Attribute or index access: filled in silently ('str.tflite').
+        ("{mode.__class__.__name__}.tflite", ValueError, "reads an attribute"),
+        ("m_{mode[0]}.tflite", ValueError, "reads an attribute or an index"),
+        ("m_{epoch:{width}}.tflite", ValueError, "nests a field"),
+        # A name the file system cannot hold: OSError at the end of training.
+        ("{epoch:>300}.tflite", keras_quant.UnwritablePathError, "longer than"),
+        ("d{val_loss:>260}/m.tflite", keras_quant.UnwritablePathError, "261"),
+        ("m\0{mode}.tflite", ValueError, "NUL byte"),
+        # '..' after a folder that does not exist: FileNotFoundError, and a
+        # temporary file left behind, after converting.
+        ("{mode}/../m.tflite", keras_quant.UnwritablePathError, "not exist"),
+    ],
+)
+def test_patterns_that_cannot_make_a_file_are_refused_at_construction(
+    tmp_path, pattern, error, message
+):
+    with pytest.raises(error, match=message):
+        TFLiteExport(str(tmp_path / pattern))
+    assert os.listdir(tmp_path) == []
+
+
+def test_report_dir_pattern_is_refused_at_construction(tmp_path):
+    with pytest.raises(ValueError, match="`report_dir`.*reads an attribute"):
+        TFLiteExport(str(tmp_path / "m.tflite"), report_dir="r{mode.upper}")
+
+
+def test_each_filled_path_is_checked_before_its_export(
+    observed, digits, tmp_path
+):
+    """Paths the sample values could not foresee: a folder that exists
+    for epoch 1 only, and a log value too long for a file name."""
+    (tmp_path / "e1").mkdir()
+    export = TFLiteExport(
+        str(tmp_path / "e{epoch}" / ".." / "m{epoch}.tflite"),
+        modes=("float32",),
+        save_freq="epoch",
+    )
+    with pytest.raises(keras_quant.UnwritablePathError, match="'.*e2'"):
+        fit(observed, digits, [export], epochs=2, validation=False)
+    assert sorted(os.listdir(tmp_path)) == ["e1", "m1.tflite"]
+
+    class LongTag(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["tag"] = "x" * 300
+
+    export = TFLiteExport(
+        str(tmp_path / "t{tag}.tflite"), modes=("float32",), save_freq="epoch"
+    )
+    with pytest.raises(keras_quant.UnwritablePathError, match="longer than"):
+        fit(observed, digits, [LongTag(), export], epochs=1, validation=False)
+    assert sorted(os.listdir(tmp_path)) == ["e1", "m1.tflite"]

@@ -1,9 +1,12 @@
 """The `keras-quant` command, in process and as the installed script."""
 
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
+import zipfile
 
 import keras
 import numpy as np
@@ -244,6 +247,45 @@ def test_compare_and_its_budget(files, capsys):
     assert "more than --max-drop 2" in capsys.readouterr().err
 
 
+def test_compare_fails_models_whose_outputs_do_not_agree(files, capsys):
+    """Two unrelated models: the metric gate alone may pass (a generous
+    budget, or a loss lower by chance); their outputs cannot agree."""
+    unrelated = files / "unrelated.tflite"
+    if not unrelated.exists():
+        keras.utils.set_random_seed(7)
+        keras_quant.export(small_cnn(name="unrelated"), unrelated, "float32")
+    argv = ["compare", files / "float.keras", unrelated, "--data"]
+    argv += [files / "test.npz"]
+    code, out, err = run_captured(capsys, *argv, "--max-drop", 100)
+    sqnr = float(out.split("output SQNR: ")[1].split(" dB")[0])
+    assert code == 1 and sqnr < 10
+    assert_one_error_line(
+        err, f"the models do not agree: output SQNR {sqnr:.2f} dB, below "
+    )
+    assert "more than --max-drop" not in err  # the metric gate passed
+    code, _, err = run_captured(capsys, *argv, "--min-sqnr", 20)
+    assert code == 1 and "below --min-sqnr 20 dB" in err
+    code, _, err = run_captured(
+        capsys, *argv, "--max-drop", 100, "--min-sqnr", -100
+    )
+    assert code == 0 and err == ""
+    good = files / "m_int8.tflite"
+    if not good.exists():
+        run("export", files / "observed.keras", "-m", "int8", "-o", good)
+    code, out, _ = run_captured(
+        capsys,
+        "compare",
+        files / "float.keras",
+        good,
+        "--data",
+        files / "test.npz",
+        "--max-drop",
+        2,
+    )
+    assert code == 0
+    assert float(out.split("output SQNR: ")[1].split(" dB")[0]) > 10
+
+
 def test_report_command_writes_the_report(files):
     out = files / "report"
     code = run(
@@ -325,6 +367,19 @@ def max_pool_read_as_split(model):
         (["-o", "{folder}"], "is a folder; name a .tflite file in it"),
         (["--report-dir", "{folder}/float.keras"], "is a file; name a folder"),
         (["--report-dir", "/proc/keras-quant-report"], "cannot create"),
+        # Filled in silently ('str.tflite'), before the fix.
+        (
+            ["-o", "{folder}/o{{mode.__class__.__name__}}.tflite"],
+            "no attribute or index",
+        ),
+        (["-o", "{folder}/o{{mode[0]}}.tflite"], "no attribute or index"),
+        # Raw OSError or ValueError, after converting.
+        (["-o", "{folder}/" + "o" * 300 + ".tflite"], "longer than the 255"),
+        (["-o", "{folder}/o{{mode:>300}}.tflite"], "longer than the 255"),
+        (["-o", "{folder}/o\0.tflite"], "holds a NUL byte"),
+        (["-o", "{folder}/nosuch/../o.tflite"], "nosuch', which does not"),
+        (["--report-dir", "{folder}/nosuch/../r"], "nosuch', which does not"),
+        (["--report-dir", "{folder}/r\0"], "holds a NUL byte"),
     ],
 )
 def test_unusable_destinations_are_one_line_and_exit_2(
@@ -333,11 +388,13 @@ def test_unusable_destinations_are_one_line_and_exit_2(
     argv = [a.format(folder=files) for a in argv]
     if "-o" not in argv:
         argv += ["-o", str(files / "destination.tflite")]
+    before = set(os.listdir(files))
     code, _, err = run_captured(
         capsys, "export", files / "observed.keras", "-m", "int8", *argv
     )
     assert code == 2
     assert_one_error_line(err, message)
+    assert set(os.listdir(files)) == before  # no file, temporary or folder
 
 
 def test_report_into_a_read_only_folder_is_one_line_and_exit_2(files, capsys):
@@ -418,6 +475,16 @@ def test_compare_refuses_a_tflite_litert_cannot_allocate(
             "3 samples and 'y' 2",
         ),
         ({"x": np.zeros((3, 4, 4, 1)), "y": np.zeros(3)}, "the model takes"),
+        # TensorFlow's InvalidArgumentError: "unexpected ... report it".
+        (
+            {"x": np.zeros((3, 8, 8, 1)), "y": np.array([0, 12, 1])},
+            "label value of 12 which is outside the valid range of [0, 10); "
+            "check its 'y'",
+        ),
+        (
+            {"x": np.zeros((3, 8, 8, 1)), "y": np.array([0, np.nan, 1])},
+            "cannot be evaluated on",
+        ),
     ],
 )
 def test_unusable_data_arrays_are_one_line_and_exit_2(
@@ -442,11 +509,220 @@ def test_pickled_object_arrays_are_refused(files, int8_tflite, capsys):
     assert_one_error_line(err, "allow_pickle=False")
 
 
+# --- Files that are not regular files; data that is not arrays --------
+
+
+class PipeWriter(threading.Thread):
+    """Opens each named pipe of `paths` for writing whenever a reader waits
+    on it, and closes it at once: a command that opens one reads an empty
+    file instead of waiting forever (as it did before pipes were refused).
+    `opened` counts the readers it met: 0 if none was ever opened."""
+
+    def __init__(self, paths):
+        super().__init__(daemon=True)
+        self.paths, self.opened = [str(p) for p in paths], 0
+        self.stopped = threading.Event()
+        for path in self.paths:
+            os.mkfifo(path)
+
+    def run(self):
+        while not self.stopped.wait(0.05):
+            for path in self.paths:
+                try:  # ENXIO while nobody reads
+                    handle = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:
+                    continue
+                self.opened += 1
+                os.close(handle)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopped.set()
+        self.join()
+
+
+FIFO_COMMANDS = [
+    ["inspect", "{pipe}.tflite"],
+    ["inspect", "{pipe}.tflite", "--json", "--target", "edgetpu"],
+    ["compare", "{pipe}.keras", "{int8}", "--data", "{folder}/test.npz"],
+    ["compare", "{float}", "{pipe}.tflite", "--data", "{folder}/test.npz"],
+    ["compare", "{float}", "{int8}", "--data", "{pipe}.npz"],
+    ["export", "{pipe}.keras", "-m", "float16", "-o", "{out}"],
+    ["export", "{float}", "--calibration-data", "{pipe}.npz", "-o", "{out}"],
+    ["export", "{float}", "--calibration-data", "{images}", "-o", "{out}"],
+    ["export", "{observed}", "--validation-data", "{pipe}.npz", "-o", "{out}"],
+    ["report", "{observed}", "--data", "{pipe}.npz", "-o", "{out}_report"],
+]
+
+
+@pytest.mark.parametrize("argv", FIFO_COMMANDS, ids=lambda a: " ".join(a[:4]))
+def test_named_pipes_are_refused_before_they_are_opened(
+    files, int8_tflite, tmp_path, capsys, argv
+):
+    # `keras-quant inspect fifo.tflite` used to wait forever.
+    (tmp_path / "images").mkdir()
+    pipes = [tmp_path / f"pipe{s}" for s in (".tflite", ".keras", ".npz")]
+    with PipeWriter([*pipes, tmp_path / "images" / "0.png"]) as writer:
+        code, _, err = run_captured(
+            capsys,
+            *[
+                a.format(
+                    pipe=tmp_path / "pipe",
+                    folder=files,
+                    int8=int8_tflite,
+                    float=files / "float.keras",
+                    observed=files / "observed.keras",
+                    images=tmp_path / "images",
+                    out=tmp_path / "out.tflite",
+                )
+                for a in argv
+            ],
+        )
+    assert code == 2
+    assert_one_error_line(err, "is a named pipe (FIFO), not a regular file")
+    assert writer.opened == 0
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["images", *(p.name for p in pipes)]
+    )
+
+
+def npz_bytes(**members):
+    """An .npz whose members are arrays (saved as .npy) or raw bytes (a
+    member np.savez would never write; NumPy returns its bytes)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, value in members.items():
+            if isinstance(value, bytes):
+                archive.writestr(name, value)
+            else:
+                array = io.BytesIO()
+                np.save(array, value, allow_pickle=True)
+                archive.writestr(f"{name}.npy", array.getvalue())
+    return buffer.getvalue()
+
+
+# `.npz` files whose 'x' or 'y' is not an array of samples, and the error.
+BAD_MEMBERS = {
+    "raw_y": (
+        lambda x: npz_bytes(x=x, y=b"not an array"),
+        "member 'y' is not an array",
+    ),
+    "raw_x": (
+        lambda x: npz_bytes(x=b"pixels", y=np.zeros(len(x))),
+        "member 'x' is not an array",
+    ),
+    "pickled_y": (
+        lambda x: npz_bytes(x=x, y=np.array({"a": 1}, dtype=object)),
+        "allow_pickle=False",
+    ),
+    "zero_d_y": (
+        lambda x: npz_bytes(x=x, y=np.int32(1)),
+        "'y' is a single value (a 0-d array)",
+    ),
+    "zero_d_x": (
+        lambda x: npz_bytes(x=np.float32(1), y=np.zeros(len(x))),
+        "is a single value (a 0-d array)",
+    ),
+}
+
+DATA_COMMANDS = [
+    ["compare", "{float}", "{int8}", "--data", "{data}"],
+    ["export", "{observed}", "--validation-data", "{data}", "-o", "{out}"],
+    ["report", "{observed}", "--data", "{data}", "-o", "{out}_report"],
+    ["export", "{float}", "--calibration-data", "{data}", "-o", "{out}"],
+]
+
+
+@pytest.mark.parametrize(
+    "kind, command",
+    [
+        (kind, command)
+        for kind in sorted(BAD_MEMBERS)
+        for command in DATA_COMMANDS
+        # calibration reads 'x' alone
+        if "--calibration-data" not in command or kind.endswith("_x")
+    ],
+    ids=lambda value: value if isinstance(value, str) else value[2],
+)
+def test_npz_members_that_are_not_samples_are_one_line_and_exit_2(
+    files, int8_tflite, digits, tmp_path, capsys, kind, command
+):
+    # A raw 'y' member used to end in "unexpected AttributeError ...
+    # please report it".
+    make, message = BAD_MEMBERS[kind]
+    data = tmp_path / f"{kind}.npz"
+    data.write_bytes(make(digits["test"][0][:10]))
+    argv = [
+        a.format(
+            float=files / "float.keras",
+            observed=files / "observed.keras",
+            int8=int8_tflite,
+            data=data,
+            out=tmp_path / "out.tflite",
+        )
+        for a in command
+    ]
+    code, _, err = run_captured(capsys, *argv)
+    assert code == 2
+    assert_one_error_line(err, message)
+    assert str(data) in err
+    assert os.listdir(tmp_path) == [data.name]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export", "{observed}", "-m", "auto", "--validation-data", "{data}"],
+        ["export", "{observed}", "-m", "int8", "--validation-data", "{data}"],
+        ["report", "{observed}", "-m", "float16", "--data", "{data}"],
+    ],
+    ids=lambda a: f"{a[0]} {a[3]}",
+)
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (
+            lambda x, y: (np.full_like(x, np.nan), y),
+            "holds 22400 NaN values in its inputs (x), of 22400 values",
+        ),
+        (
+            lambda x, y: (x, np.where(y == 1, -np.inf, y)),
+            "infinite values in its labels (y)",
+        ),
+    ],
+    ids=["nan_inputs", "infinite_labels"],
+)
+def test_non_finite_data_is_one_line_and_exit_2(
+    files, digits, tmp_path, capsys, command, spoil, message
+):
+    # `export --mode auto` used to measure NaN metrics, pick int8, exit 0.
+    x, y = spoil(*digits["val"])
+    data = tmp_path / "spoilt.npz"
+    np.savez(data, x=x, y=y)
+    out = tmp_path / "out.tflite"
+    argv = [
+        a.format(observed=files / "observed.keras", data=data) for a in command
+    ]
+    argv += ["-o", str(tmp_path / "report") if argv[0] == "report" else out]
+    code, _, err = run_captured(capsys, *argv)
+    assert code == 2
+    assert_one_error_line(err, message)
+    assert f"{data} holds " in err
+    assert os.listdir(tmp_path) == [data.name]
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["compare", "m.keras", "m.tflite", "--data", "d.npz", "--max-drop", v]
         for v in ("nan", "inf", "-1", "lots")
+    ]
+    + [
+        ["compare", "m.keras", "m.tflite", "--data", "d.npz", "--min-sqnr", v]
+        for v in ("nan", "inf", "ten")
     ]
     + [
         ["export", "m.keras", "--max-accuracy-drop", "nan"],

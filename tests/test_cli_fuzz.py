@@ -4,9 +4,15 @@ From three valid seed files (a `.tflite`, a `.keras` and an `.npz`), a
 seeded NumPy generator derives several hundred broken ones: flipped bits,
 overwritten bytes, truncations, random bytes, empty files, wrong
 extensions, `.keras` archives with garbage members, `.npz` files with wrong
-keys, dtypes, shapes or pickled object arrays, and random argument lists.
-Each case runs in this process through `cli.main`; none may let an
-exception out, print a traceback, or exit with a code other than 0, 1 or 2.
+keys, dtypes, shapes or pickled object arrays, and random argument lists;
+then hostile inputs given to a command that would otherwise succeed: named
+pipes in place of each file, `.npz` members that are not arrays, 0-d
+members, NaN or infinite data, and destinations no file can be written
+to. Each case runs in this process through `cli.main`; none may let an
+exception out, print a traceback, exit with a code other than 0, 1 or 2,
+fail with more or less than one line on stderr (or as unexpected, a bug),
+or leave a file behind when it fails; none of the hostile inputs may pass
+(exit 0), and no named pipe may be opened.
 
 Most cases aim at `inspect` and at the checks made before a model loads,
 which cost milliseconds; the cases that load the `.keras` model, or let
@@ -14,7 +20,10 @@ LiteRT allocate a `.tflite` in a child process (`inputs.litert_problem`), cost a
 fraction of a second each and are fewer.
 """
 
+import collections
 import io
+import os
+import re
 import zipfile
 
 import keras
@@ -26,6 +35,8 @@ from ai_edge_litert.tools import flatbuffer_utils
 import keras_quant
 from keras_quant import cli
 from tests.conftest import small_cnn
+from tests.test_cli import PipeWriter
+from tests.test_cli import npz_bytes
 
 SEED = 2024
 
@@ -81,9 +92,26 @@ class Case:
     valid files in `seeds`, and `folder` to write the case's own files in
     (named after its `index`)."""
 
-    def __init__(self, rng, seeds, folder, index):
+    def __init__(self, rng, seeds, folder, index, pipes=None):
         self.rng, self.seeds, self.folder = rng, seeds, folder
         self.index = index
+        self.pipes = pipes  # a `PipeWriter`, for `pipe`
+
+    def pipe(self, suffix):
+        """A named pipe named for the case, nobody writing to it (the
+        `PipeWriter` answers a reader that waits on it with an empty
+        file, so that a command that opens it ends)."""
+        path = self.folder / f"case{self.index}{suffix}"
+        os.mkfifo(path)
+        self.pipes.paths.append(str(path))
+        return str(path)
+
+    def output(self):
+        """An `--output` pattern for the case's `.tflite` files."""
+        return str(self.folder / f"case{self.index}_out_{{mode}}.tflite")
+
+    def report_folder(self):
+        return str(self.folder / f"case{self.index}_report")
 
     def seed(self, name):
         return (self.seeds / name).read_bytes()
@@ -278,6 +306,112 @@ def npy_instead_of_npz(case):
     return case.compare(data=case.write(".npz", buffer.getvalue()))
 
 
+# --- hostile inputs, to commands that would succeed without them --------
+
+
+def named_pipes(case):
+    """A named pipe in place of one file a command reads."""
+    tflite, keras_path, data = (
+        case.pipe(s) for s in (".tflite", ".keras", ".npz")
+    )
+    valid = case.valid("model.keras")
+    export = ["export", "-m", "float16", "-o", case.output()]
+    return case.pick(
+        [
+            inspect(case, tflite),
+            ["inspect", tflite, "--target", "edgetpu"],
+            case.compare(tflite=tflite),
+            case.compare(keras_path=keras_path),
+            case.compare(data=data),
+            [*export, keras_path],
+            [*export, valid, "--validation-data", data],
+            [*export, valid, "--calibration-data", data],
+            ["report", valid, "--data", data, "-o", case.report_folder()],
+        ]
+    )
+
+
+def hostile_npz(case):
+    """An .npz whose 'x' or 'y' is not an array of finite samples
+    (`HOSTILE_NPZ`), to every command that reads one; `compare` with a
+    gate, which NaN figures must fail."""
+    x = samples(case)
+    y = np.zeros(len(x), "int32")
+    member = case.pick(sorted(HOSTILE_NPZ))
+    data = case.write(".npz", npz_bytes(**HOSTILE_NPZ[member](case, x, y)))
+    valid = case.valid("model.keras")
+    export = ["export", valid, "-o", case.output()]
+    mode = case.pick(["float16", "auto"])
+    report = ["report", valid, "-m", "float16", "-o", case.report_folder()]
+    commands = [
+        case.compare(data=data) + ["--max-drop", "1"],
+        [*export, "-m", mode, "--validation-data", data],
+        [*report, "--data", data],
+    ]
+    if member.endswith("_x") and not member.startswith("nan"):
+        commands.append([*export, "--calibration-data", data])
+    return case.pick(commands)
+
+
+def hostile_outputs(case):
+    """`--output` or `--report-dir` that no file can be written to: through
+    a folder that does not exist and back ('..'), a name too long, a
+    field reading an attribute or an index, a NUL byte."""
+    folder = case.folder
+    long_name = "o" * case.integer(256, 400)
+    output = case.pick(
+        [
+            f"{folder}/missing{case.index}/../o{case.index}.tflite",
+            f"{folder}/{long_name}.tflite",
+            f"{folder}/{long_name}/o.tflite",
+            f"{folder}/o{{mode:>{case.integer(250, 600)}}}.tflite",
+            f"{folder}/o{{mode.__class__.__name__}}.tflite",
+            f"{folder}/o{{mode[0]}}.tflite",
+            f"{folder}/o\0{case.index}.tflite",
+        ]
+    )
+    argv = ["export", case.valid("model.keras"), "-m", "float16"]
+    if case.integer(0, 4):
+        return argv + ["-o", output]
+    report = case.pick(
+        [
+            f"{folder}/missing{case.index}/../r",
+            f"{folder}/{long_name}",
+            f"{folder}/r\0{case.index}",
+        ]
+    )
+    return argv + ["-o", case.output(), "--report-dir", report]
+
+
+def spoilt(values, case, bad):
+    values = values.astype("float32")
+    flat = values.reshape(-1)
+    flat[case.integer(0, flat.size) :] = bad
+    return values
+
+
+# What `hostile_npz` puts in an .npz: members that are not arrays (raw
+# bytes), 0-d arrays, a pickled object array, NaN or infinite values.
+HOSTILE_NPZ = {
+    "raw_x": lambda case, x, y: {"x": random_bytes(case, b"x"), "y": y},
+    "raw_y": lambda case, x, y: {"x": x, "y": random_bytes(case, b"y")},
+    "zero_d_x": lambda case, x, y: {"x": np.float32(0.5), "y": y},
+    "zero_d_y": lambda case, x, y: {"x": x, "y": np.int32(case.integer(0, 9))},
+    "pickled_y": lambda case, x, y: {
+        "x": x,
+        "y": np.array({"a": case.integer(0, 9)}, dtype=object),
+    },
+    "nan_x": lambda case, x, y: {
+        "x": spoilt(x, case, case.pick([np.nan, np.inf, -np.inf])),
+        "y": y,
+    },
+    "nan_y": lambda case, x, y: {
+        "x": x,
+        "y": spoilt(y, case, case.pick([np.nan, np.inf, -np.inf])),
+    },
+}
+
+
 # --- .keras: zip archives with garbage members ---------------------------
 
 
@@ -457,7 +591,13 @@ CASES = {
     keras_garbage_members: 20,
     keras_bit_flips: 15,
     random_arguments: 120,
+    named_pipes: 45,
+    hostile_npz: 60,
+    hostile_outputs: 25,
 }
+
+# The case makers whose every case must fail (exit 1 or 2).
+HOSTILE = (named_pipes, hostile_npz, hostile_outputs)
 
 
 def all_cases():
@@ -469,17 +609,69 @@ def test_there_are_at_least_500_cases():
     assert len(all_cases()) >= 500
 
 
+def one_error_line(err):
+    """Whether `err` is one error line (after argparse's usage lines, for
+    an argument error)."""
+    lines = err.splitlines()
+    if err.startswith("usage: "):
+        lines = [
+            line for line in lines if not line.startswith(("usage: ", " "))
+        ]
+    return len(lines) == 1 and bool(ERROR_LINE.match(lines[0]))
+
+
+ERROR_LINE = re.compile(r"keras-quant( [a-z]+)?: error: \S")
+
+
+def files_under(*folders):
+    """The paths of every file (folders aside) under `folders`."""
+    return {
+        os.path.join(root, name)
+        for folder in folders
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
+
+
 @pytest.mark.slow
 def test_no_input_makes_a_traceback(seeds, tmp_path, capfd):
     rng = np.random.default_rng(SEED)
-    problems = []
-    for number, make in enumerate(all_cases()):
-        argv = make(Case(rng, seeds, tmp_path, number))
-        try:
-            code = cli.main(argv)
-        except BaseException as error:  # noqa: BLE001  what escaped main
-            code = f"raised {type(error).__name__}: {error}"
-        out, err = capfd.readouterr()
-        if code not in (0, 1, 2) or "Traceback" in out + err:
-            problems.append(f"{make.__name__} {argv!r:.300}: {code} {err:.300}")
+    problems, counts = [], collections.Counter()
+    with PipeWriter([]) as pipes:
+        for number, make in enumerate(all_cases()):
+            argv = make(Case(rng, seeds, tmp_path, number, pipes))
+            before = files_under(tmp_path, seeds)
+            try:
+                code = cli.main(argv)
+            except BaseException as error:  # noqa: BLE001  what escaped main
+                code = f"raised {type(error).__name__}: {error}"
+            out, err = capfd.readouterr()
+            left = sorted(files_under(tmp_path, seeds) - before)
+            found = {
+                "traceback": "Traceback" in out + err,
+                "bad exit": code not in (0, 1, 2),
+                "not one line": code in (1, 2) and not one_error_line(err),
+                "orphan": code != 0 and bool(left),
+                "silent pass": code == 0 and make in HOSTILE,
+                "unexpected": "please report it" in err,
+            }
+            counts.update(
+                ["case", f"exit {code}", *(k for k, v in found.items() if v)]
+            )
+            counts["hostile"] += make in HOSTILE
+            if any(found.values()):
+                problems.append(
+                    f"{[k for k, v in found.items() if v]} {make.__name__} "
+                    f"{argv!r:.300}: {code} {err:.300} left {left}"
+                )
+        counts["pipes opened"] = pipes.opened
+    summary = ", ".join(
+        f"{counts[key]} {key}"
+        for key in ("case", "hostile", "traceback", "orphan", "silent pass")
+        + ("unexpected", "not one line", "bad exit", "pipes opened")
+    )
+    exits = {k: v for k, v in sorted(counts.items()) if k.startswith("exit")}
+    with capfd.disabled():
+        print(f"\ncommand-line fuzz: {summary}; {exits}")
     assert problems == []
+    assert pipes.opened == 0  # no command opened a named pipe

@@ -29,10 +29,14 @@ class TFLiteExport(keras.callbacks.Callback):
         filepath: destination pattern ending in `.tflite`; may contain
             `{mode}`, `{epoch}` (with `save_freq="train_end"`, the last
             epoch trained) and any key of the epoch logs, as in
-            ModelCheckpoint. Must contain `{mode}` when several modes are
-            exported. Defaults to `"model_{mode}.tflite"`. The pattern is
-            checked when training begins (its syntax and format specs) and
-            at the first epoch's end (its log keys), before any export.
+            ModelCheckpoint: plain names, with format specs such as
+            `{epoch:02d}`, but no attribute or index access. Must contain
+            `{mode}` when several modes are exported. Defaults to
+            `"model_{mode}.tflite"`. The pattern is checked here, filled
+            with sample values (its syntax, format specs, NUL bytes, names
+            longer than the file system takes, a `..` after a missing
+            folder), and its log keys at the first epoch's end, before any
+            export; each filled path is checked again before its export.
         modes: modes to export (see `keras_quant.Mode`), or `"auto"` to
             export the one mode `keras_quant.export(mode="auto")` chooses
             (`{mode}` in `filepath` then reads `auto`). Defaults to
@@ -122,6 +126,8 @@ class TFLiteExport(keras.callbacks.Callback):
                 else self.modes[0],
                 io_dtype,
             )
+        for argument, template in self._templates():
+            _check_template(argument, template, self._first_mode())
         self.validation_data = validation_data
         self.save_freq = save_freq
         self.monitor = monitor
@@ -230,33 +236,53 @@ class TFLiteExport(keras.callbacks.Callback):
 
 
 def _check_template(argument, template, mode):
-    """Checks a file pattern's syntax and format specs with sample values;
-    returns the log names it uses, to check against the first logs."""
+    """Checks a file pattern with sample values: its syntax, that its
+    fields are plain names (`{mode}`, `{epoch:02d}`, `{val_loss:.3f}`: no
+    attribute or index access, no field inside a format spec), and that
+    the path it gives can be written (no NUL byte, no name longer than the
+    file system takes, no `..` after a missing folder). Returns the log
+    names it uses, to check against the first logs."""
     try:
         fields = [
-            name
-            for _, name, _, _ in string.Formatter().parse(template)
+            (name, spec)
+            for _, name, spec, _ in string.Formatter().parse(template)
             if name is not None
         ]
     except ValueError as error:
         raise ValueError(
             f"`{argument}` {template!r} is not a valid pattern: {error}."
         ) from None
-    names = {field.split(".")[0].split("[")[0] for field in fields}
+    names = {name for name, _ in fields}
     if "" in names or any(name.isdigit() for name in names):
         raise ValueError(
             f"`{argument}` {template!r} has a positional field such as "
             "{} or {0}: name it, e.g. {mode}, {epoch:02d} or {val_loss:.3f}."
         )
+    for name, spec in fields:
+        if "." in name or "[" in name or "{" in spec:
+            field = f"{{{name}:{spec}}}" if spec else f"{{{name}}}"
+            problem = (
+                "nests a field in its format spec"
+                if "{" in spec
+                else "reads an attribute or an index"
+            )
+            raise ValueError(
+                f"`{argument}` {template!r} cannot be formatted safely: "
+                f"{field} {problem}. Use plain names only: {{mode}}, "
+                "{epoch}, {epoch:02d} or a log name such as {val_loss:.3f}."
+            )
     log_names = names - {"mode", "epoch"}
     try:
-        template.format(mode=mode, epoch=1, **dict.fromkeys(log_names, 0.5))
+        sample = template.format(
+            mode=mode, epoch=1, **dict.fromkeys(log_names, 0.5)
+        )
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         raise ValueError(
             f"`{argument}` {template!r} cannot be formatted with "
             f"mode={mode!r}, epoch=1 and metric values: {e}. Use format "
             "specs that fit them, e.g. {epoch:02d} or {val_loss:.3f}."
         ) from None
+    files.check_path_text(sample, argument)
     return log_names
 
 

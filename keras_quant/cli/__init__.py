@@ -24,8 +24,10 @@ model's (largest and mean absolute difference, SQNR in dB). Its
 `--max-drop` gate judges the model's first compiled metric (points, or
 percent for a loss); a model compiled with no loss or metric is judged on
 its outputs: the largest |float - tflite| output difference, in percent of
-that output's float range (max - min), must not exceed --max-drop. A gate
-that cannot be evaluated (NaN figures) fails.
+that output's float range (max - min), must not exceed --max-drop. The gate
+also fails when the outputs do not agree: an output SQNR below --min-sqnr
+(10 dB by default), since a metric can match by chance between unrelated
+models. A gate that cannot be evaluated (NaN figures) fails.
 
 Progress goes to stderr when it is a terminal. Parsing the arguments
 imports neither Keras nor TensorFlow: `--help` and argument errors answer

@@ -5,6 +5,7 @@ folders it writes, checked before any work."""
 import contextlib
 import io
 import os
+import stat
 import sys
 import zipfile
 
@@ -95,13 +96,45 @@ def load_model(path):
 
 
 def existing(path, suffix):
+    """`path`, once it is known to be a regular file ending in `suffix`:
+    a named pipe, a device or a socket is refused before it is opened
+    (reading a pipe nobody writes to waits forever)."""
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file")
     if os.path.isdir(path):
         raise UsageError(f"{path} is a folder; expected a {suffix} file")
     if not path.endswith(suffix):
         raise UsageError(f"{path}: expected a {suffix} file")
+    check_regular(path, f"a {suffix} file")
     return path
+
+
+# What a path that is not a regular file is, by `stat` test.
+SPECIAL_FILES = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_regular(path, expected):
+    """Raises unless `path` (its target, for a symbolic link) is a regular
+    file, which reading cannot block on or run forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror or error}") from error
+    if stat.S_ISREG(mode):
+        return
+    kind = next(
+        (name for test, name in SPECIAL_FILES if test(mode)), "a special file"
+    )
+    raise UsageError(
+        f"{path} is {kind}, not a regular file; expected {expected}. Save "
+        "the data to a file and pass that"
+    )
 
 
 def check_tflite_header(path):
@@ -148,11 +181,17 @@ def read_arrays(path):
 
 def _member(path, stored, name):
     try:
-        return stored[name]
+        member = stored[name]
     except Exception as error:  # noqa: BLE001  a corrupt member, any cause
         raise UsageError(
             f"cannot read array {name!r} of {path}: {one_line(error)}"
         ) from error
+    if not isinstance(member, np.ndarray):  # a member not saved by np.save
+        raise UsageError(
+            f"{path}: member {name!r} is not an array (not in .npy format); "
+            "save the file with np.savez(path, x=x, y=y)"
+        )
+    return member
 
 
 def read_labelled(path):
@@ -204,6 +243,12 @@ def check_fits_model(x, model, where):
 def output_folder(path, option):
     """`path`, a folder the command will write in: created if missing,
     checked before any work so a bad one costs nothing."""
+    from keras_quant.exporting import files
+
+    try:
+        files.check_path_text(path, option)  # NUL bytes, '..', long names
+    except (ValueError, OSError) as error:
+        raise UsageError(one_line(error, limit=600)) from error
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(
             f"{option} {path} is a file; name a folder (it is created if "
@@ -259,6 +304,8 @@ def images(folder, model, scale):
             f"channels) images; this one takes {tuple(shape[1:])}"
         )
     height, width, channels = shape[1:]
+    for name in names:
+        check_regular(os.path.join(folder, name), "an image file")
     images = []
     progress = Progress("reading images", len(names))
     for count, name in enumerate(names, start=1):

@@ -42,6 +42,7 @@ NUMBERS = {
     "drop": _number(float, lambda v: v >= 0, "a finite number >= 0"),
     "scale": _number(float, lambda v: v > 0, "a finite number > 0"),
     "count": _number(int, lambda v: v >= 1, "a whole number >= 1"),
+    "decibels": _number(float, lambda v: True, "a finite number of dB"),
 }
 
 
@@ -214,8 +215,11 @@ def _add_compare(commands):
         "same data; print the model's compiled loss and metrics for both, "
         "and how far the outputs are apart (largest and mean absolute "
         "difference, SQNR in dB, largest difference in percent of the "
-        "output's range). Exit code 1 if LiteRT cannot run the .tflite or "
-        "--max-drop is exceeded.",
+        "output's range). Exit code 1 if LiteRT cannot run the .tflite, "
+        "or, with --max-drop or --min-sqnr, if the metric drops more than "
+        "--max-drop or the outputs do not agree (output SQNR below "
+        "--min-sqnr, 10 dB by default): a metric can match by chance "
+        "between unrelated models, their outputs cannot.",
     )
     command.add_argument("model", help="the float (or observed) .keras file")
     command.add_argument("tflite", help="the .tflite file")
@@ -231,8 +235,19 @@ def _add_compare(commands):
         "percent for a loss-like metric), the name `export --mode auto` "
         "uses too. A model compiled with no loss or metric is judged on its "
         "outputs: the largest |float - tflite| output difference, in percent "
-        "of that output's float range (max - min). A gate that cannot be "
-        "evaluated (NaN) fails",
+        "of that output's float range (max - min). The outputs must also "
+        "agree (see --min-sqnr). A gate that cannot be evaluated (NaN) fails",
+    )
+    command.add_argument(
+        "--min-sqnr",
+        metavar="DB",
+        type=NUMBERS["decibels"],
+        help="exit 1 if the output SQNR, 10 log10(sum float^2 / sum (float "
+        "- tflite)^2), is below DB: the two models do not agree (on the "
+        "test CNN: int8 39 dB, 4-bit weights 26 dB, float16 74 dB; another "
+        "model's .tflite -4 to 6 dB). Checked whenever the gate runs, with "
+        "--max-drop or alone (default: 10). Lower it if a mode is expected "
+        "to lose that much",
     )
     command.set_defaults(command="compare")
 

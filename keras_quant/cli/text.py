@@ -2,6 +2,7 @@
 and comparisons."""
 
 import os
+import string
 
 from keras_quant.cli.outcomes import UsageError
 from keras_quant.text import table
@@ -30,16 +31,34 @@ def output_path(args, mode):
 
 
 def filled_template(template, mode):
-    """`template` with `{mode}` replaced by `mode` (str.format rules)."""
+    """`template` with `{mode}` replaced by `mode` (str.format rules), once
+    it is known to be a path that can be written: `{mode}` is its only
+    field, read plainly (no attribute or index: `{mode.__class__}` would
+    be filled in silently), and the filled path holds no NUL byte, no name
+    longer than the file system takes and no `..` after a missing folder.
+    """
     try:
-        return template.format(mode=mode)
+        fields = [
+            f"{{{name}:{spec}}}" if spec else f"{{{name}}}"
+            for _, name, spec, _ in string.Formatter().parse(template)
+            if name is not None and (name != "mode" or "{" in spec)
+        ]
+        if fields:
+            raise KeyError(fields[0])
+        path = template.format(mode=mode)
     except (IndexError, KeyError, ValueError, AttributeError) as error:
         raise UsageError(
             f"--output {template!r} cannot be filled in "
             f"({type(error).__name__}: {error}): the "
-            "only name it may hold in braces is {mode}; write a literal "
-            "brace twice, '{{' or '}}'"
+            "only name it may hold in braces is {mode}, as is (no attribute "
+            "or index); write a literal brace twice, '{{' or '}}'"
         ) from error
+    from keras_quant.exporting import files
+
+    try:
+        return files.check_path_text(path, "--output")
+    except (ValueError, OSError) as error:
+        raise UsageError(" ".join(str(error).split())) from error
 
 
 def stem(path):

@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import hashlib
 import os
+import re
 import stat
 import tempfile
 
@@ -34,32 +35,41 @@ from keras_quant.errors import UnwritablePathError
 TFLITE_SUFFIX = ".tflite"
 TEMPORARY_PREFIX = ".kq-"
 
+# The longest file or folder name, in bytes, where the system cannot say.
+NAME_MAX = 255
+
+# One component of a path: what lies between separators.
+_COMPONENT = re.compile(f"[^{re.escape(os.sep + (os.altsep or ''))}]+")
+
 # The renames waiting for the end of the innermost `staged()` block:
 # a list of (temporary path, destination).
 _STAGE = contextvars.ContextVar("keras_quant_stage", default=None)
 
 
-def check_filepath(filepath, suffix=TFLITE_SUFFIX):
+def check_filepath(filepath, suffix=TFLITE_SUFFIX, argument="filepath"):
     """`filepath` as a string, once it is known to be writable: before any
     conversion, so a bad destination costs nothing.
 
     Raises:
-        ValueError: the name does not end in `suffix`.
-        UnwritablePathError: the path is a folder, or its folder cannot be
-            created or written to.
+        ValueError: the name does not end in `suffix`, or holds a NUL byte.
+        UnwritablePathError: the path is a folder; its folder cannot be
+            created or written to; it goes through `..` after a folder
+            that does not exist; or a name in it is longer than the file
+            system allows.
     """
     path = os.fspath(filepath)
     if not path.endswith(suffix):
         raise ValueError(
-            f"Expected `filepath` to end in '{suffix}'. "
-            f"Received: filepath={path!r}"
+            f"Expected `{argument}` to end in '{suffix}'. "
+            f"Received: {argument}={path!r}"
         )
+    check_path_text(path, argument)
     if os.path.isdir(path):
         raise UnwritablePathError(
             f"{path!r} is a folder. Name a file inside it, e.g. "
             f"{os.path.join(path, 'model' + suffix)!r}."
         )
-    check_folder(os.path.dirname(os.path.abspath(path)), "filepath")
+    check_folder(folder_of(path), argument)
     return path
 
 
@@ -67,8 +77,10 @@ def check_folder(folder, argument):
     """Creates `folder` if needed and checks a file can be written in it.
 
     Raises:
+        ValueError: the path holds a NUL byte.
         UnwritablePathError: naming `argument` and the reason.
     """
+    check_path_text(folder, argument)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UnwritablePathError(
             f"`{argument}` needs a folder, but {folder!r} is a file. Choose "
@@ -84,6 +96,98 @@ def check_folder(folder, argument):
             f"Choose a `{argument}` in a folder you can write to."
         ) from error
     return folder
+
+
+def check_path_text(path, argument):
+    """Checks what can be known of `path` without creating anything: no
+    NUL byte, no name longer than the file system takes, and each `..`
+    after a folder that exists (the system resolves `..` from the folder
+    before it, which `os.path.normpath` would drop unseen).
+
+    `argument` names the path in messages: an argument name such as
+    `filepath` (shown in backticks), or an option such as `--output`.
+
+    Raises:
+        ValueError: a NUL byte.
+        UnwritablePathError: a name too long, or a `..` that cannot be
+            followed.
+    """
+    path = os.fspath(path)
+    label = argument if argument.startswith("-") else f"`{argument}`"
+    if "\0" in path:
+        raise ValueError(
+            f"{label} {path!r} holds a NUL byte ('\\0'), which no file name "
+            "may contain. Remove it."
+        )
+    _check_parents(path, label)
+    _check_name_lengths(path, label)
+    return path
+
+
+def folder_of(filepath):
+    """The folder `filepath` is written in, as the system resolves it when
+    the file is written: symbolic links first, then each `..` from where
+    they lead (`os.path.abspath` would drop `link/..` unseen, and put the
+    temporary file in another folder than its destination)."""
+    return os.path.realpath(os.path.dirname(os.fspath(filepath)) or os.curdir)
+
+
+def _check_parents(path, label):
+    """Each `..` in `path` must follow a folder that exists."""
+    for component in _COMPONENT.finditer(path):
+        above = path[: component.start()]
+        if component.group() != os.pardir or not above:
+            continue
+        if os.path.isdir(above):
+            continue
+        blocking = _first_missing_folder(path, component.start())
+        problem = (
+            "is not a folder" if os.path.exists(blocking) else "does not exist"
+        )
+        raise UnwritablePathError(
+            f"{label} {path!r} goes through {blocking!r}, which {problem}, "
+            "so the system cannot follow the '..' after it. Create that "
+            "folder, or name the destination without it, e.g. "
+            f"{os.path.normpath(path)!r}."
+        )
+
+
+def _first_missing_folder(path, end):
+    """The first folder of `path[:end]` that is not an existing folder."""
+    for component in _COMPONENT.finditer(path[:end]):
+        folder = path[: component.end()]
+        if not os.path.isdir(folder):
+            return folder
+    return path[:end]
+
+
+def _check_name_lengths(path, label):
+    """No file or folder name in `path` longer than the file system's
+    limit (`PC_NAME_MAX` of the nearest folder that exists)."""
+    limit = _name_max(path)
+    for component in _COMPONENT.finditer(path):
+        name = component.group()
+        size = len(os.fsencode(name))
+        if 0 < limit < size:  # (-1: the system sets no limit)
+            shown = name if len(name) <= 40 else f"{name[:20]}...{name[-12:]}"
+            raise UnwritablePathError(
+                f"{label} holds a name of {size} bytes ({shown!r}), longer "
+                f"than the {limit} bytes a file or folder name may have "
+                "there. Shorten it (a format spec such as ':>300' pads a "
+                "field to 300 characters)."
+            )
+
+
+def _name_max(path):
+    """`PC_NAME_MAX` of the nearest existing folder of `path`; `NAME_MAX`
+    where the system cannot say (Windows)."""
+    folder = os.path.abspath(os.path.dirname(path) or os.curdir)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        return NAME_MAX
 
 
 def write_atomically(filepath, data):
@@ -111,17 +215,16 @@ def replacing(filepath):
     except BaseException:
         remove(temporary)
         raise
-    commit(temporary, filepath)
+    commit(temporary, filepath)  # removes the temporary file if it fails
 
 
 def temporary_path(filepath):
     """A new, empty temporary file beside `filepath`, with its suffix (Keras
     requires `.keras`); its path. Pass it to `commit` once written
     (`replacing` does both)."""
-    folder = os.path.dirname(os.path.abspath(filepath))
     suffix = ".tmp" + os.path.splitext(os.fspath(filepath))[1]
     handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=TEMPORARY_PREFIX, suffix=suffix
+        dir=folder_of(filepath), prefix=TEMPORARY_PREFIX, suffix=suffix
     )
     os.close(handle)
     return temporary
@@ -130,18 +233,19 @@ def temporary_path(filepath):
 def commit(temporary, filepath):
     """Makes a written temporary file `filepath`: flushed to disk, with the
     destination's permissions, renamed now or, inside `staged()`, at the
-    end of the block. Removes the temporary file if that fails."""
+    end of the block. Removes the temporary file if any of it fails (a
+    rename to a path the system cannot resolve included)."""
     try:
         _sync(temporary)
         os.chmod(temporary, _permissions(filepath))
+        stage = _STAGE.get()
+        if stage is None:
+            _rename(temporary, filepath)
+        else:
+            stage.append((temporary, os.fspath(filepath)))
     except BaseException:
         remove(temporary)
         raise
-    stage = _STAGE.get()
-    if stage is None:
-        _rename(temporary, filepath)
-    else:
-        stage.append((temporary, os.fspath(filepath)))
 
 
 @contextlib.contextmanager
@@ -160,9 +264,14 @@ def staged():
         raise
     finally:
         _STAGE.reset(token)
-    for temporary, filepath in stage:  # back to back: a short window
-        os.replace(temporary, filepath)
-    for folder in {os.path.dirname(os.path.abspath(f)) for _, f in stage}:
+    for index, (temporary, filepath) in enumerate(stage):  # back to back
+        try:
+            os.replace(temporary, filepath)
+        except BaseException:
+            for left, _ in stage[index:]:
+                remove(left)
+            raise
+    for folder in {folder_of(f) for _, f in stage}:
         _sync_folder(folder)
 
 
@@ -186,7 +295,7 @@ def sha256(path):
 
 def _rename(temporary, filepath):
     os.replace(temporary, filepath)
-    _sync_folder(os.path.dirname(os.path.abspath(filepath)))
+    _sync_folder(folder_of(filepath))
 
 
 def _sync(path):

@@ -100,7 +100,8 @@ def plan_export(
             outside a single `int8` export, `keep_8bit` outside a single
             export with 4-bit weights, a choosing `target` or
             `max_accuracy_drop` without `"auto"`, or `"auto"` without what
-            it measures with.
+            it measures with; `validation_data` whose inputs or labels
+            hold NaN or infinity (the message counts them).
         UnsupportedModelError: a model keras-quant cannot trace.
         UnwritablePathError: a destination is a folder, or its folder (or
             `report_dir`) cannot be written.
@@ -146,11 +147,14 @@ def _read_once(model, validation_data):
     """`validation_data` read into `(x, y)` arrays once (y None without
     labels), whatever form `fit` would take it in: every mode, the report
     and a child process then measure on the same arrays, and a generator
-    is read only once."""
+    is read only once. Inputs or labels holding NaN or infinity are
+    refused: every figure measured on them would be NaN."""
     if validation_data is None:
         return None
     ranks = [len(tensor.shape) for tensor in model.inputs]
-    return data_lib.as_arrays(validation_data, input_ranks=ranks)
+    x, y = data_lib.as_arrays(validation_data, input_ranks=ranks)
+    data_lib.check_finite(x, y)
+    return x, y
 
 
 def _parse(mode):

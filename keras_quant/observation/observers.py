@@ -70,6 +70,11 @@ RECORD_TRAINING = 2
 RECORD_ALWAYS = RECORD_INFERENCE | RECORD_TRAINING
 
 
+# The largest range magnitude a saved observer may hold: an activation
+# beyond it means a damaged file, and would quantize everything to zero.
+MAX_MAGNITUDE = 1e15
+
+
 @keras.saving.register_keras_serializable(package="keras_quant")
 class Observer(keras.layers.Layer):
     """Identity layer that records the range of the tensor passing through.
@@ -364,9 +369,63 @@ class Observer(keras.layers.Layer):
             store[str(index)] = value
 
     def load_own_variables(self, store):
-        """Restores the state saved in a `.keras` file, recording mask too."""
+        """Restores the state saved in a `.keras` file, recording mask too,
+        once it is checked (`check_saved_state`): a damaged or tampered
+        file is refused, naming the observer and the field."""
         keys = sorted(store.keys(), key=int)
-        self.restore_state_values([np.asarray(store[k]) for k in keys])
+        if not keys and getattr(self, "_refused", None) is not None:
+            # Keras tries a layer it failed to load again at its other
+            # paths, with nothing stored there, and reports the last
+            # error: keep reporting what was wrong with the file.
+            raise self._refused
+        values = [np.asarray(store[k]) for k in keys]
+        try:
+            self.check_saved_state(values)
+        except ValueError as error:
+            self._refused = error
+            raise
+        self.restore_state_values(values)
+
+    def check_saved_state(self, values):
+        """Raises ValueError unless `values` (as `state_values()` gives
+        them) hold a state this observer could have recorded: every value
+        of its variable's shape and kind, finite, the counts not negative,
+        the range ordered and within `MAX_MAGNITUDE`."""
+        expected = [
+            *[np.zeros((), f.dtype()) for f in FIELDS],
+            *[np.asarray(read(v)) for v in self.own_variables()],
+        ]
+        if len(values) != len(expected):
+            return  # restore_state_values says what differs
+        names = [*NAMES, *[v.name for v in self.own_variables()]]
+        for name, value, like in zip(names, values, expected):
+            if value.shape != like.shape or value.dtype.kind != like.dtype.kind:
+                self._refuse(
+                    f"'{name}' is {value.dtype} {value.shape}, where "
+                    f"{like.dtype} {like.shape} was saved"
+                )
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                self._refuse(f"'{name}' holds NaN or infinite values")
+            if value.dtype.kind in "iu" and np.any(value < 0):
+                self._refuse(f"'{name}' holds a negative count")
+        state = dict(zip(NAMES, values))
+        if int(state["batches_seen_"]) > 0:
+            low, high = float(state["min_"]), float(state["max_"])
+            if not low <= high:
+                self._refuse(f"its range [{low:g}, {high:g}] is reversed")
+            if max(abs(low), abs(high)) > MAX_MAGNITUDE:
+                self._refuse(
+                    f"its range [{low:g}, {high:g}] is beyond "
+                    f"{MAX_MAGNITUDE:g}, which no activation reaches"
+                )
+
+    def _refuse(self, what):
+        raise ValueError(
+            f"Observer '{self.name}' (point '{self.point}') cannot load the "
+            f"saved state: {what}. The file is damaged or was edited; "
+            "save the model again, or observe the float model and "
+            "calibrate it."
+        )
 
     def set_record_mask(self, mask):
         """Sets when this observer records, at run time and in new traces."""
