@@ -76,6 +76,62 @@ def test_unfinished_validation_keeps_the_last_complete_ranges(observed, digits):
     assert ranges(observed) == after_first
 
 
+class InterruptFirstValidation(keras.callbacks.Callback):
+    """Ctrl-C in the middle of the first validation run."""
+
+    def on_test_batch_end(self, batch, logs=None):
+        if batch == 2:
+            raise KeyboardInterrupt
+
+
+def test_an_unfinished_first_run_leaves_no_ranges_and_says_so(
+    observed, digits, tmp_path
+):
+    # No run completed: there are no ranges to keep. The next call says
+    # so, leaves the observers uncalibrated and off, and an export names
+    # the fix instead of using half a run.
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            observed,
+            digits,
+            [RangeCalibration(), InterruptFirstValidation()],
+            epochs=2,
+        )
+    with pytest.warns(UserWarning, match="did not finish"):
+        observed.predict(digits["test"][0], verbose=0)
+    measured = [o for o in observed.observers if o.fixed_range is None]
+    assert measured and not any(o.calibrated for o in measured)
+    with pytest.raises(keras_quant.NotCalibratedError):
+        keras_quant.export(observed, tmp_path / "m.tflite", mode="int8")
+    keras_quant.reset_ranges(observed)  # the fix the warning names
+    observed.evaluate(*digits["val"], verbose=0)
+    assert all(o.calibrated for o in observed.observers)
+
+
+def test_without_a_callback_an_interrupted_call_keeps_what_it_saw(digits):
+    # With no RangeCalibration, observers record on every inference call
+    # (`observe`'s default): a call cut short keeps what it saw, and the
+    # next call adds to it, as if it had not been cut. Nothing is lost,
+    # so nothing is said.
+    model = small_cnn()
+    observed, reference = keras_quant.observe(model), keras_quant.observe(model)
+    x = digits["val"][0]
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            if batch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        observed.predict(x, batch_size=32, callbacks=[Interrupt()], verbose=0)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        observed.predict(x[64:], batch_size=32, verbose=0)
+    assert not [w for w in said if "did not finish" in str(w.message)]
+    reference.predict(x, batch_size=32, verbose=0)  # all of it, uncut
+    assert ranges(observed) == ranges(reference)
+
+
 def test_ranges_older_than_the_weights_are_reported(observed, digits, tmp_path):
     export = TFLiteExport(str(tmp_path / "m_{epoch:02d}.tflite"))
     with pytest.warns(UserWarning, match="epoch 2, the weights from epoch 3"):
