@@ -76,3 +76,16 @@ def test_the_untouched_file_loads(saved, tmp_path):
     path = tampered(saved, tmp_path / "same.keras", lambda weights: None)
     loaded = keras.models.load_model(path)
     assert loaded.observers[0].range()[1] == pytest.approx(1.0)
+
+
+def test_a_state_with_a_value_more_is_refused_naming_both_causes(
+    saved, tmp_path
+):
+    def add_value(weights):
+        weights.create_dataset("layers/observer/vars/8", data=np.zeros(3))
+
+    path = tampered(saved, tmp_path / "longer.keras", add_value)
+    with pytest.raises(ValueError, match="saved state has 9") as error:
+        keras.models.load_model(path)
+    assert "point 'features'" in str(error.value)
+    assert "damaged or was edited" in str(error.value)

@@ -349,10 +349,12 @@ class Observer(keras.layers.Layer):
         expected = len(NAMES) + len(self.own_variables())
         if len(values) != expected:
             raise ValueError(
-                f"Observer '{self.name}' has {expected} state values; "
-                f"received {len(values)}. The file was saved by an observer "
-                "with another estimator or replay sample: observe the model "
-                "again with the same arguments before loading."
+                f"Observer '{self.name}' (point '{self.point}') has "
+                f"{expected} state values; the saved state has "
+                f"{len(values)}. Either the file was saved by an observer "
+                "with another estimator or replay sample size (observe the "
+                "model again with the same arguments before loading), or "
+                "the file is damaged or was edited (save it again)."
             )
         for name, value in zip(NAMES, values):
             getattr(self, name).assign(np.asarray(value).reshape(()))
@@ -381,10 +383,10 @@ class Observer(keras.layers.Layer):
         values = [np.asarray(store[k]) for k in keys]
         try:
             self.check_saved_state(values)
+            self.restore_state_values(values)
         except ValueError as error:
             self._refused = error
             raise
-        self.restore_state_values(values)
 
     def check_saved_state(self, values):
         """Raises ValueError unless `values` (as `state_values()` gives
