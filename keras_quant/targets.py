@@ -2,14 +2,14 @@
 
 `DEPLOYMENTS` is the one table from a deployment target to its
 requirements: the modes whose files its runtime can run, whether shapes
-must be static, the builtin ops it has kernels for, and the float-graph
-rewrites (`conversion.rewrites`) that replace ops it lacks. An export
-with `target="micro"` reads its row; nothing else branches on the target.
+must be static, and the builtin ops it has kernels for. An export with
+`target="micro"` reads its row; the float-graph rewrites that replace ops
+it lacks say which targets they serve (`conversion.rewrites.REWRITES`).
 
 `"micro"` is TensorFlow Lite for Microcontrollers (TFLM), the runtime the
 post-training guide names for integer-only models. Its op list is that
-of the pinned `tflite-micro` package's resolver (`tests/test_targets.py`
-reads the package's registrations and fails when they change).
+of the pinned `tflite-micro` package's resolver (`tests/test_micro.py`
+asks the installed package and fails when they differ).
 
 This module imports neither Keras nor TensorFlow.
 
@@ -61,17 +61,12 @@ class Deployment:
             (batch 1 unless the model's `keras.Input` fixes another) and
             fixed other dimensions.
         ops: the builtin ops the runtime has kernels for.
-        rewrites: builtin ops the engine rewrites into `ops` for this
-            target (`conversion.rewrites.REWRITES`).
-        runtime: the package that runs it, for error messages.
     """
 
     summary: str
     modes: tuple
     static_batch: bool
     ops: frozenset
-    rewrites: tuple = ()
-    runtime: str = ""
 
     def runs(self, op):
         """Whether the runtime has a kernel for builtin `op`."""
@@ -88,8 +83,6 @@ DEPLOYMENTS = {
         modes=(Mode.INT8_ONLY, Mode.INT8, Mode.INT16X8, Mode.FLOAT32),
         static_batch=True,
         ops=MICRO_OPS,
-        rewrites=("GELU",),
-        runtime="tflite-micro (pip install 'keras-quant[micro]')",
     ),
 }
 

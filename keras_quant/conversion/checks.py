@@ -8,6 +8,7 @@ result, and an integer-only mode holds no float tensor.
 import keras
 import numpy as np
 
+from keras_quant.conversion import rewrites
 from keras_quant.conversion import scopes
 from keras_quant.conversion import tfmot_interop
 from keras_quant.conversion.graphs import layer_name
@@ -179,7 +180,7 @@ def check_target_layers(float_tflite, ops, options):
         return
     lacking = {}
     for op, names in inspection.summarize(float_tflite).op_tensor_names():
-        if not (deployment.runs(op) or op in deployment.rewrites):
+        if not (deployment.runs(op) or rewrites.rewritten(op, options)):
             lacking.setdefault(_layer_of(names, ops), set()).add(op)
     if lacking:
         found = ", ".join(

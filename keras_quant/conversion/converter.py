@@ -1,10 +1,10 @@
 """The TFLite converter, set up for one mode and kept quiet.
 
-`frozen_function` freezes a Keras model's serving function in memory,
-which `make_converter` hands to `tf.lite.TFLiteConverter` (decision D13);
-`configure` applies a row of `modes.MODES`; `run_converter` does both and
-turns the converter's failures into `ExportError`, and `run_frozen` does
-the same from a function already frozen (several modes share one).
+`frozen_function` freezes a Keras model's serving function in memory
+(decision D13); `run_frozen` hands it to `tf.lite.TFLiteConverter` with
+a row of `modes.MODES` applied (`configure`) and turns the converter's
+failures into `ExportError`, so several modes share one frozen function;
+`run_converter` does both steps for one model.
 """
 
 import contextlib
@@ -55,14 +55,6 @@ def run_frozen(frozen, options, for_mode=None):
             f"The TFLite converter cannot convert this model (mode "
             f"{(for_mode or options.mode).value!r}): {reason}"
         ) from error
-
-
-def make_converter(keras_model, static_batch=False):
-    """A `TFLiteConverter` for `keras_model`, from its
-    `frozen_function`."""
-    frozen = frozen_function(keras_model, static_batch)
-    with quiet():
-        return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 
 def frozen_function(keras_model, static_batch=False):

@@ -178,9 +178,15 @@ REWRITES = {
     "SQUARED_DIFFERENCE": Rewrite(
         _squared_difference_as_product, frozenset({"int16x8"})
     ),
-    # TFLM has no GELU kernel (`targets.DEPLOYMENTS["micro"].rewrites`).
+    # TFLM has no GELU kernel.
     "GELU": Rewrite(_gelu_as_logistic, targets=frozenset({"micro"})),
 }
+
+
+def rewritten(op, options):
+    """Whether `apply` rewrites builtin `op` for `options`."""
+    rewrite = REWRITES.get(op)
+    return rewrite is not None and rewrite.applies(options)
 
 
 def apply(tflite, options):
@@ -189,14 +195,14 @@ def apply(tflite, options):
     there is none."""
     options = ConvertOptions.of(options)
     model = flatbuffer.read(tflite)
-    rewritten = 0
+    count = 0
     for subgraph in model.subgraphs:
         for op in list(subgraph.operators):
-            rewrite = REWRITES.get(flatbuffer.op_name(model, op))
-            if rewrite is not None and rewrite.applies(options):
-                rewrite.function(model, subgraph, op)
-                rewritten += 1
-    return flatbuffer.write(model) if rewritten else tflite
+            name = flatbuffer.op_name(model, op)
+            if rewritten(name, options):
+                REWRITES[name].function(model, subgraph, op)
+                count += 1
+    return flatbuffer.write(model) if count else tflite
 
 
 def _add_constant(model, subgraph, name, value):
