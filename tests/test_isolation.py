@@ -44,6 +44,30 @@ def test_a_job_past_its_timeout_ends_its_child_and_the_next_call_works():
     assert run_isolated(sum, [2, 3]) == 5
 
 
+def test_a_job_that_uses_no_cpu_is_judged_hung_long_before_its_timeout():
+    before = run_isolated(os.getpid)
+    with pytest.raises(ExportError, match="hung: it used no CPU time for 1 s"):
+        run_isolated(time.sleep, 600, stall=1)  # waits, as on a lock
+    assert not _running(before)
+    assert run_isolated(sum, [2, 3]) == 5
+
+
+def test_a_stopped_child_cannot_block_sending_it_a_large_job():
+    # The job is larger than a pipe holds: unwatched, the write would
+    # wait for a reader that never reads.
+    stopped = run_isolated(os.getpid)
+    os.kill(stopped, signal.SIGSTOP)
+    with pytest.raises(ExportError, match="hung"):
+        run_isolated(len, b"x" * 10_000_000, stall=1)
+    assert not _running(stopped)
+    assert run_isolated(len, b"x" * 10_000_000) == 10_000_000
+
+
+def test_a_child_that_keeps_computing_is_not_judged_hung():
+    count = 150_000_000  # a few seconds of CPU, more than `stall`
+    assert run_isolated(sum, range(count), stall=1) == count * (count - 1) // 2
+
+
 def _running(pid):
     """Whether process `pid` runs (a zombie waiting to be reaped does
     not)."""

@@ -15,6 +15,14 @@ crash, a timeout or a child that cannot start becomes an `ExportError` and
 ends that child; the next call starts a new one. An exception raised by
 the function is raised again here.
 
+A hung child is found by its CPU time (decision D52): one that uses none
+for `stall` seconds (30 by default) while it should be working, because
+it waits on a lock, sleeps or was stopped, is ended then, not at the
+`timeout`, which only bounds a child that keeps computing. Sending the
+job is watched the same way, so a child that stopped reading cannot
+block this process either. Where the CPU time cannot be read (no
+`/proc`), the timeout alone applies.
+
 Nothing is written to disk, and the child cannot outlive this process:
 it reads its next job from a pipe whose only writer is this process, and
 ends when the pipe closes, as it does when this process ends in any way
@@ -36,11 +44,19 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 from keras_quant.errors import ExportError
 
 # Seconds a child may run one job before it is stopped.
 TIMEOUT = 900
+
+# Seconds a child may use no CPU time during a job before it is judged
+# hung and stopped.
+STALL = 30
+
+# Seconds between two looks at a working child.
+_LOOK_EVERY = 0.5
 
 # Each message: its length (8 bytes, big-endian), then the pickle.
 _HEADER = struct.Struct(">Q")
@@ -49,7 +65,9 @@ _HEADER = struct.Struct(">Q")
 _CHILDREN = {}
 
 
-def run_isolated(function, *args, timeout=TIMEOUT, environment=None):
+def run_isolated(
+    function, *args, timeout=TIMEOUT, stall=STALL, environment=None
+):
     """`function(*args)`, computed in a child process.
 
     Args:
@@ -58,18 +76,21 @@ def run_isolated(function, *args, timeout=TIMEOUT, environment=None):
             that module does).
         *args: picklable arguments.
         timeout: seconds before the child is stopped. Defaults to 900.
+        stall: seconds the child may use no CPU time before it is judged
+            hung and stopped. Defaults to 30.
         environment: variables to set in the child's environment (e.g.
             `{"KERAS_BACKEND": "tensorflow"}`), over this process's.
 
     Raises:
         ExportError: the child crashed, timed out or could not start; the
-            message names the signal and ends with what the child printed.
+            message names the signal and ends with what the child printed;
+            or it hung.
         Exception: whatever `function` raised, raised again.
     """
     key = _key(environment)
     child = prepare(environment)
     try:
-        failed, value = child.run(function, args, timeout)
+        failed, value = child.run(function, args, _Watch(child, timeout, stall))
     except BaseException:  # a crash, a timeout, Ctrl-C: a fresh child next
         _CHILDREN.pop(key, None)
         child.stop()
@@ -130,25 +151,36 @@ class _Child:
     def alive(self):
         return self.process.poll() is None
 
-    def run(self, function, args, timeout):
+    def run(self, function, args, watch):
         """`(failed, value)` of one job; raises `ExportError` if the child
-        dies or does not answer within `timeout` seconds."""
+        dies, hangs or does not answer in time (`watch`)."""
         printed_from = self.log.seek(0, os.SEEK_END)
         job = (function.__module__, function.__qualname__, args)
         try:
-            _send(self.jobs, pickle.dumps(job))
+            self._send(pickle.dumps(job), function, watch)
         except BrokenPipeError:
             pass  # it died before reading: its exit code says how
-        ready, _, _ = select.select([self.results], [], [], timeout)
-        if not ready:
-            raise ExportError(
-                f"{function.__qualname__} did not finish in {timeout} s; it "
-                "was stopped."
-            )
+        while not select.select([self.results], [], [], _LOOK_EVERY)[0]:
+            watch.check(function)
         answer = _receive(self.results)
         if answer is None:
             raise ExportError(self._crash_message(function, printed_from))
         return pickle.loads(answer)
+
+    def _send(self, payload, function, watch):
+        """Writes one message, a slice at a time as the child reads, so a
+        child that stopped reading is seen by `watch`, not waited for."""
+        message = memoryview(_HEADER.pack(len(payload)) + payload)
+        descriptor = self.jobs.fileno()
+        os.set_blocking(descriptor, False)
+        while message:
+            if not select.select([], [descriptor], [], _LOOK_EVERY)[1]:
+                watch.check(function)
+                continue
+            try:
+                message = message[os.write(descriptor, message) :]
+            except BlockingIOError:
+                continue
 
     def stop(self):
         """Ends the child (closing its pipe, then killing it) and waits."""
@@ -176,6 +208,48 @@ class _Child:
             f"The child process running {function.__qualname__} {how}; this "
             f"process is unharmed. Last lines it printed: {tail or '(none)'}"
         )
+
+
+class _Watch:
+    """Whether a child at work is still fine: within its `timeout`, and
+    using CPU time at least once every `stall` seconds."""
+
+    def __init__(self, child, timeout, stall):
+        self.child = child
+        self.timeout, self.stall = timeout, stall
+        self.started = self.moved = time.monotonic()
+        self.cpu = _cpu_seconds(child.process.pid)
+
+    def check(self, function):
+        """Raises `ExportError` naming `function` if the child hung or
+        ran out of time."""
+        now = time.monotonic()
+        if now - self.started > self.timeout:
+            raise ExportError(
+                f"{function.__qualname__} did not finish in {self.timeout} s; "
+                "it was stopped."
+            )
+        cpu = _cpu_seconds(self.child.process.pid)
+        if cpu is None or cpu != self.cpu:
+            self.cpu, self.moved = cpu, now
+        elif now - self.moved > self.stall:
+            raise ExportError(
+                f"The child process running {function.__qualname__} hung: it "
+                f"used no CPU time for {self.stall} s (waiting on a lock, or "
+                "stopped). It was ended; the next export starts a new one."
+            )
+
+
+def _cpu_seconds(pid):
+    """The CPU time process `pid` used so far (all its threads), or None
+    where it cannot be read (no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            fields = stream.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    user, system = int(fields[11]), int(fields[12])  # fields 14 and 15
+    return (user + system) / os.sysconf("SC_CLK_TCK")
 
 
 def _send(stream, payload):
