@@ -321,6 +321,23 @@ def assert_one_error_line(err, message):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["frob"], "invalid choice: 'frob'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["export"], "required: model"),
+        (["compare", "a.tflite"], "required"),
+        (["compare", "m.keras", "--max-drop", "nan"], "expected a finite"),
+    ],
+)
+def test_argument_errors_are_one_line_with_no_usage_block(argv, message):
+    code, out, err = script(*argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "usage:" not in err
+    assert message in err and err.rstrip().endswith("--help')")
+
+
 @pytest.fixture(scope="module")
 def int8_tflite(files):
     """The observed model exported to int8 once."""

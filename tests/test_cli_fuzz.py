@@ -610,13 +610,9 @@ def test_there_are_at_least_500_cases():
 
 
 def one_error_line(err):
-    """Whether `err` is one error line (after argparse's usage lines, for
-    an argument error)."""
+    """Whether `err` is one error line (argument errors included: no
+    usage block before it)."""
     lines = err.splitlines()
-    if err.startswith("usage: "):
-        lines = [
-            line for line in lines if not line.startswith(("usage: ", " "))
-        ]
     return len(lines) == 1 and bool(ERROR_LINE.match(lines[0]))
 
 

@@ -46,9 +46,26 @@ NUMBERS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose errors are one line, like every other
+    error of the command line: the problem, then where the usage is.
+
+    Example (argparse prints usage lines first; this parser does not):
+
+    >>> OneLineParser(prog="keras-quant inspect").format_error("bad")
+    "keras-quant inspect: error: bad (see 'keras-quant inspect --help')"
+    """
+
+    def format_error(self, message):
+        return f"{self.prog}: error: {message} (see '{self.prog} --help')"
+
+    def error(self, message):
+        self.exit(2, self.format_error(message) + "\n")
+
+
 def build_parser():
     """The argument parser, with one sub-parser per command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="keras-quant",
         description="Quantized TFLite (LiteRT) models from Keras 3 models.",
         epilog="Exit codes: 0 success; 1 the export, the spec check, LiteRT "
