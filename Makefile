@@ -42,15 +42,22 @@ browser:
 		exit 2; \
 	fi
 
+# The tests run in parallel, one worker per core up to 4 (pytest-xdist;
+# each test file stays on one worker, so its module fixtures are built
+# once). `make test TEST_WORKERS=1` runs them one after another.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); \
+	[ "$$n" -gt 4 ] && n=4; echo $$n)
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 # The whole suite: about 13 minutes on 2 cores from a fresh clone, 11 of
 # them tests (see README).
 test: $(STAMP) $(BACKENDS) browser
-	$(PY) -m pytest
+	$(PYTEST)
 
 # Everything but the tests marked slow (tutorials, tfmot, browser, the
 # longest searches): about 2 minutes.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check keras_quant tests examples benchmarks conftest.py

@@ -56,7 +56,9 @@ def test_sequential_without_input_shape_is_rejected():
         graph.trace(model)
 
 
-@pytest.mark.parametrize("thing", [None, "model.keras", object()], ids=repr)
+@pytest.mark.parametrize(
+    "thing", [None, "model.keras", object()], ids=["None", "path", "object"]
+)
 def test_non_keras_object_is_rejected(thing):
     with pytest.raises(UnsupportedModelError, match="Expected a Keras 3 model"):
         graph.trace(thing)
