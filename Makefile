@@ -55,7 +55,7 @@ test: $(STAMP) $(BACKENDS) browser
 	$(PYTEST)
 
 # Everything but the tests marked slow (tutorials, tfmot, browser, the
-# longest searches): about 2 minutes.
+# longest searches): about 3 minutes 30 s.
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
 
