@@ -10,7 +10,9 @@ import time
 import pytest
 
 from keras_quant.conversion import engine
+from keras_quant.conversion import isolation
 from keras_quant.conversion.isolation import run_isolated
+from keras_quant.conversion.isolation import submit
 from keras_quant.errors import ExportError
 
 
@@ -66,6 +68,27 @@ def test_a_stopped_child_cannot_block_sending_it_a_large_job():
 def test_a_child_that_keeps_computing_is_not_judged_hung():
     count = 150_000_000  # a few seconds of CPU, more than `stall`
     assert run_isolated(sum, range(count), stall=1) == count * (count - 1) // 2
+
+
+def test_jobs_sent_ahead_are_answered_each_with_its_own_result():
+    jobs = [submit(sum, [n, n]) for n in range(5)]
+    assert [job.result() for job in reversed(jobs)] == [8, 6, 4, 2, 0]
+
+
+def test_sending_a_large_job_does_not_wait_for_the_child_to_read_it():
+    child = isolation.prepare()
+    os.kill(child.process.pid, signal.SIGSTOP)  # it reads nothing now
+    job = submit(len, b"x" * 10_000_000)  # returns: a thread writes it
+    assert job.answer is None
+    os.kill(child.process.pid, signal.SIGCONT)
+    assert job.result() == 10_000_000
+
+
+def test_a_crash_fails_its_own_job_and_the_next_is_sent_again():
+    crashing, after = submit(os.abort), submit(sum, [4, 5])
+    with pytest.raises(ExportError, match="SIGABRT"):
+        crashing.result()
+    assert after.result() == 9
 
 
 def _running(pid):

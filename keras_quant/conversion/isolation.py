@@ -35,15 +35,18 @@ Example:
 6
 """
 
+import collections
 import importlib
 import os
 import pickle
+import queue
 import select
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from keras_quant.errors import ExportError
@@ -87,17 +90,58 @@ def run_isolated(
             or it hung.
         Exception: whatever `function` raised, raised again.
     """
-    key = _key(environment)
-    child = prepare(environment)
-    try:
-        failed, value = child.run(function, args, _Watch(child, timeout, stall))
-    except BaseException:  # a crash, a timeout, Ctrl-C: a fresh child next
-        _CHILDREN.pop(key, None)
-        child.stop()
-        raise
-    if failed:
-        raise value
-    return value
+    job = submit(function, *args, environment=environment)
+    return job.result(timeout=timeout, stall=stall)
+
+
+def submit(function, *args, environment=None):
+    """Sends `function(*args)` to the kept child and returns at once: a
+    `Job`, whose `result()` waits for it. The child runs jobs in the order
+    they were sent, so a caller can send several and work meanwhile
+    (`export_many` converts its float modes while the engine quantizes).
+
+    >>> first, second = submit(sum, [1, 2]), submit(sum, [3, 4])
+    >>> second.result(), first.result()
+    (7, 3)
+    """
+    job = Job(function, args, environment)
+    job.send()
+    return job
+
+
+class Job:
+    """One call sent to a child process; `result()` waits for it. A job
+    whose child ended before answering it (another job crashed it, or
+    timed out) is sent again to a new child when its result is asked."""
+
+    def __init__(self, function, args, environment=None):
+        self.function, self.args = function, args
+        self.environment = environment
+        self.child = None  # the child it was sent to, until it answers
+        self.answer = None  # (failed, value)
+        self.printed_from = 0  # where the child's log stood when sent
+
+    def send(self):
+        self.child = prepare(self.environment)
+        self.child.send(self)
+
+    def result(self, timeout=TIMEOUT, stall=STALL):
+        """What the function returned; raises what it raised, or
+        `ExportError` if the child crashed, hung or took longer than
+        `timeout` seconds (then it is ended and replaced)."""
+        while self.answer is None:
+            if self.child is None:
+                self.send()
+            child = self.child
+            try:
+                child.answer(self, _Watch(child, timeout, stall))
+            except BaseException:  # a timeout, a hang, Ctrl-C: a fresh child
+                _forget(child)
+                raise
+        failed, value = self.answer
+        if failed:
+            raise value
+        return value
 
 
 def prepare(environment=None, modules=()):
@@ -116,15 +160,28 @@ def _key(environment):
     return tuple(sorted((environment or {}).items()))
 
 
+def _forget(child):
+    """Ends `child` and stops keeping it: the next job starts a new one."""
+    for key, kept in list(_CHILDREN.items()):
+        if kept is child:
+            del _CHILDREN[key]
+    child.stop()
+
+
 def stop_children():
     """Ends every kept child (they also end with this process)."""
-    for child in _CHILDREN.values():
-        child.stop()
-    _CHILDREN.clear()
+    for child in list(_CHILDREN.values()):
+        _forget(child)
 
 
 class _Child:
-    """One kept child process and the pipes to it."""
+    """One kept child process, the pipes to it, and the jobs it was sent
+    and has not answered, in order.
+
+    A writer thread feeds the job pipe, so that sending a job larger than
+    a pipe holds never waits for the child to read it: this process goes
+    on while the child works.
+    """
 
     def __init__(self, environment, modules=()):
         job_read, job_write = os.pipe()
@@ -141,57 +198,67 @@ class _Child:
                 env={**os.environ, **(environment or {})},
             )
         except OSError as error:
+            os.close(job_write)
+            os.close(result_read)
             raise ExportError(f"The child process cannot start: {error}")
         finally:
             os.close(job_read)
             os.close(result_write)
-        self.jobs = os.fdopen(job_write, "wb")
-        self.results = os.fdopen(result_read, "rb")
+        # Unbuffered: `select` must see every answer not read yet, and a
+        # buffered reader could hold the next one already.
+        self.results = os.fdopen(result_read, "rb", buffering=0)
+        self.sent = collections.deque()  # jobs not answered yet, in order
+        self.outbox = queue.SimpleQueue()  # messages not written yet
+        self.writer = threading.Thread(
+            target=_write_messages,
+            args=(job_write, self.outbox),
+            name="keras-quant child writer",
+            daemon=True,
+        )
+        self.writer.start()
 
     def alive(self):
         return self.process.poll() is None
 
-    def run(self, function, args, watch):
-        """`(failed, value)` of one job; raises `ExportError` if the child
-        dies, hangs or does not answer in time (`watch`)."""
-        printed_from = self.log.seek(0, os.SEEK_END)
-        job = (function.__module__, function.__qualname__, args)
-        try:
-            self._send(pickle.dumps(job), function, watch)
-        except BrokenPipeError:
-            pass  # it died before reading: its exit code says how
-        while not select.select([self.results], [], [], _LOOK_EVERY)[0]:
-            watch.check(function)
-        answer = _receive(self.results)
-        if answer is None:
-            raise ExportError(self._crash_message(function, printed_from))
-        return pickle.loads(answer)
+    def send(self, job):
+        message = pickle.dumps(
+            (job.function.__module__, job.function.__qualname__, job.args)
+        )
+        job.printed_from = self.log.seek(0, os.SEEK_END)
+        self.sent.append(job)
+        self.outbox.put(_HEADER.pack(len(message)) + message)
 
-    def _send(self, payload, function, watch):
-        """Writes one message, a slice at a time as the child reads, so a
-        child that stopped reading is seen by `watch`, not waited for."""
-        message = memoryview(_HEADER.pack(len(payload)) + payload)
-        descriptor = self.jobs.fileno()
-        os.set_blocking(descriptor, False)
-        while message:
-            if not select.select([], [descriptor], [], _LOOK_EVERY)[1]:
-                watch.check(function)
+    def answer(self, job, watch):
+        """Reads answers, in the order their jobs were sent, until `job`
+        has one; raises `ExportError` if the child hangs or runs out of
+        time (`watch`). If the child ends, the first job not answered
+        gets the crash as its answer, and the others are sent again."""
+        while job.answer is None and job.child is self:
+            if not select.select([self.results], [], [], _LOOK_EVERY)[0]:
+                watch.check(job.function)
                 continue
-            try:
-                message = message[os.write(descriptor, message) :]
-            except BlockingIOError:
-                continue
+            message = _receive(self.results)
+            first = self.sent.popleft()
+            first.child = None
+            if message is None:
+                crash = self._crash_message(first.function, first.printed_from)
+                first.answer = (True, ExportError(crash))
+                _forget(self)
+                return
+            first.answer = pickle.loads(message)
 
     def stop(self):
-        """Ends the child (closing its pipe, then killing it) and waits."""
-        for stream in (self.jobs, self.results):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        """Ends the child and waits; the jobs it did not answer are sent
+        again to the next child when their result is asked."""
         if self.alive():
-            self.process.kill()
+            self.process.kill()  # first: a write blocked on it ends
         self.process.wait()
+        self.outbox.put(None)
+        self.writer.join()
+        for job in self.sent:
+            job.child = None
+        self.sent.clear()
+        self.results.close()
         self.log.close()
 
     def _crash_message(self, function, printed_from):
@@ -208,6 +275,20 @@ class _Child:
             f"The child process running {function.__qualname__} {how}; this "
             f"process is unharmed. Last lines it printed: {tail or '(none)'}"
         )
+
+
+def _write_messages(descriptor, outbox):
+    """The writer thread: writes each message of `outbox` whole to the
+    job pipe, until None; then closes the pipe."""
+    try:
+        while (message := outbox.get()) is not None:
+            view = memoryview(message)
+            while view:
+                view = view[os.write(descriptor, view) :]
+    except OSError:
+        pass  # the child ended: its exit code says how
+    finally:
+        os.close(descriptor)
 
 
 class _Watch:
@@ -259,11 +340,22 @@ def _send(stream, payload):
 
 def _receive(stream):
     """The next message's bytes, or None at the end of the stream."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
+    header = _read_exactly(stream, _HEADER.size)
+    if header is None:
         return None
-    payload = stream.read(_HEADER.unpack(header)[0])
-    return payload if len(payload) == _HEADER.unpack(header)[0] else None
+    return _read_exactly(stream, _HEADER.unpack(header)[0])
+
+
+def _read_exactly(stream, size):
+    """`size` bytes of `stream`, or None if it ends before; an unbuffered
+    stream may return fewer bytes per read."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
 
 
 def _serve(job_fd, result_fd, modules=()):
