@@ -134,7 +134,7 @@ def unrolled(layer, args):
     >>> unrolled(lstm, [sequence]).unroll
     True
     """
-    if not isinstance(layer, keras.layers.RNN) or layer.unroll:
+    if not _rolled_recurrent(layer):
         return layer
     steps = args[0].shape[1] if args else None
     if layer.stateful or steps is None or steps > MAX_UNROLLED_STEPS:
@@ -143,6 +143,26 @@ def unrolled(layer, args):
     copy.build(args[0].shape)
     copy.set_weights(layer.get_weights())
     return copy
+
+
+def unrolls_any(model):
+    """Whether `scoped_float_graph` may unroll a layer of `model`: only
+    then does it differ from `float_graph` in more than its names.
+
+    >>> inputs = keras.Input((6, 3))
+    >>> unrolls_any(keras.Model(inputs, keras.layers.GRU(2)(inputs)))
+    True
+    >>> unrolls_any(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+    False
+    """
+    return any(
+        _rolled_recurrent(float_layer(unsplit(op.layer)))
+        for op in graph_lib.trace(model).ops
+    )
+
+
+def _rolled_recurrent(layer):
+    return isinstance(layer, keras.layers.RNN) and not layer.unroll
 
 
 def layer_name(layer):

@@ -11,9 +11,13 @@ representative dataset. Two routes read the collected ranges:
   ai-edge-quantizer from the ranges mapped to its tensors by name
   (`engine`, `tensor_map`), in a child process (`isolation`).
 
-The other modes convert the float graph (observers dropped). `ROUTES` maps
-a mode's route to its conversion; every result is checked (it loads in
-LiteRT; `int8_only` holds no float tensor) before it is returned.
+The other modes convert the float graph (observers dropped): within one
+run (`shared_work`), the engine's scoped graph, its scopes then taken out
+of the names, so that every mode shares one trace. `ROUTES` maps a mode's
+route to its conversion; every result is checked (it loads in LiteRT;
+`int8_only` holds no float tensor) before it is returned. `start` sends
+the engine's work for several modes ahead, so that the child quantizes
+while this process converts the float modes (`export_many`).
 """
 
 from keras_quant.conversion import engine
@@ -30,7 +34,6 @@ from keras_quant.conversion.checks import check_static_shapes
 from keras_quant.conversion.checks import check_target_layers
 from keras_quant.conversion.converter import frozen_function
 from keras_quant.conversion.converter import quiet
-from keras_quant.conversion.converter import run_converter
 from keras_quant.conversion.converter import run_frozen
 from keras_quant.conversion.graphs import fake_quant_graph
 from keras_quant.conversion.graphs import float_graph
@@ -67,22 +70,60 @@ def convert(model, options, **changes):
     )
 
 
+def start(model, options_list):
+    """Sends the conversions among `options_list` that the engine does to
+    its child now, so that it quantizes while this process converts and
+    writes the others; `convert` then waits for them. Within one run
+    (`shared_work`) only: outside one, `convert` would send them again.
+
+    Raises nothing: a conversion that cannot be sent (no ranges, a check
+    that refuses it) is left to `convert`, which fails the same way at its
+    turn, after the modes before it were written.
+    """
+    for options in options_list:
+        if _route(model, options) is not Route.ENGINE:
+            continue
+        try:
+            ranges_for(model, options.mode)
+            _check(model, options)
+            _engine_job(model, options)
+        except Exception:  # noqa: BLE001  raised again by `convert`
+            pass
+
+
 def _convert(model, options):
     """`convert`, done."""
-    check_options(model, options)
-    check_static_shapes(model, options)
+    _check(model, options)
     if tfmot_interop.is_tf_keras_model(model):
         tflite = tfmot_interop.convert_tf_keras(model, options, quiet)
     else:
-        if MODES[options.mode].needs_ranges or options.keep_float:
-            check_multipliers(model, options.keep_float)
         tflite = ROUTES[_route(model, options)](model, options)
     check_contract(tflite, options)
     return tflite
 
 
+def _check(model, options):
+    """Refuses, before converting, what `options` cannot hold; once per
+    run for each `options`."""
+    shared_work.computed(
+        ("checked", id(model), options), lambda: _checks(model, options)
+    )
+
+
+def _checks(model, options):
+    check_options(model, options)
+    check_static_shapes(model, options)
+    if tfmot_interop.is_tf_keras_model(model):
+        return
+    if MODES[options.mode].needs_ranges or options.keep_float:
+        check_multipliers(model, options.keep_float)
+
+
 def _route(model, options):
-    """The route for `options`: the engine holds layers kept float."""
+    """The route for `options`: the engine holds layers kept float; None
+    for a tf_keras model (tfmot's own conversion)."""
+    if tfmot_interop.is_tf_keras_model(model):
+        return None
     if options.keep_float:
         return Route.ENGINE
     return MODES[options.mode].route_for(is_quantize_aware(model))
@@ -107,7 +148,14 @@ def ranges_for(model, mode):
 
 
 def _convert_float(model, options):
-    return run_frozen(_frozen(model, float_graph, options), options)
+    """The float graph converted with `options`: from the scoped graph the
+    engine converts too, its scopes then taken out, so that one run traces
+    and freezes the model once for every mode; from the plain graph when
+    the scoped one unrolls a recurrent layer (float modes keep its loop,
+    decision D33)."""
+    if graphs.unrolls_any(model):
+        return run_frozen(_frozen(model, float_graph, options), options)
+    return scopes.without_scopes(_scoped_conversion(model, options))
 
 
 def _convert_fake_quant(model, options):
@@ -123,6 +171,30 @@ def _frozen(model, graph, options):
     )
 
 
+def _scoped_graph(model, static_batch):
+    """`(frozen serving function, ops)` of `graphs.scoped_float_graph`,
+    traced once per run for each shape setting."""
+
+    def trace():
+        scoped, ops = graphs.scoped_float_graph(model)
+        return frozen_function(scoped, static_batch), ops
+
+    return shared_work.computed(
+        ("scoped_float_graph", id(model), static_batch), trace
+    )
+
+
+def _scoped_conversion(model, options, for_mode=None):
+    """The scoped float graph converted with `options` (a mode of the
+    float route, or float32 for the engine), once per run."""
+    return shared_work.computed(
+        ("scoped conversion", id(model), options),
+        lambda: run_frozen(
+            _scoped_graph(model, options.static_batch)[0], options, for_mode
+        ),
+    )
+
+
 # What the engine's child imports as it starts (`isolation.prepare`).
 ENGINE_MODULES = (engine.__name__, "ai_edge_quantizer.quantizer")
 
@@ -131,6 +203,20 @@ def _convert_with_engine(model, options):
     """The float model, converted once with every op in a numbered name
     scope, then quantized by the engine from the observed ranges (and the
     replay sample for tensors no observer sees), in a child process."""
+    return _engine_job(model, options).result()
+
+
+def _engine_job(model, options):
+    """The engine's quantization for `options`, sent to its child once per
+    run (an `isolation.Job`; one that failed fails the same way when asked
+    again in the run)."""
+    return shared_work.computed(
+        ("engine job", id(model), options),
+        lambda: _send_to_engine(model, options),
+    )
+
+
+def _send_to_engine(model, options):
     # The child loads the engine while this process converts.
     isolation.prepare(modules=ENGINE_MODULES)
     float_tflite, ops, observed = shared_work.computed(
@@ -144,7 +230,7 @@ def _convert_with_engine(model, options):
         )
         for option in ("keep_float", "keep_8bit")
     }
-    return isolation.run_isolated(
+    return isolation.submit(
         engine.quantize,
         float_tflite,
         observed,
@@ -157,13 +243,11 @@ def _convert_with_engine(model, options):
 def _engine_float_model(model, options):
     """`(float .tflite, traced ops, observed ranges by tensor name)`: the
     float model the engine quantizes, every op in a numbered scope, its
-    shapes as static as the target needs."""
-    scoped, ops = graphs.scoped_float_graph(model)
-    float_tflite = run_converter(
-        scoped,
-        ConvertOptions(Mode.FLOAT32, target=options.target),
-        for_mode=options.mode,
-    )
+    shapes as static as the target needs. It is the float32 conversion of
+    the scoped graph, which the float modes of the same run share."""
+    float_options = ConvertOptions(Mode.FLOAT32, target=options.target)
+    float_tflite = _scoped_conversion(model, float_options, options.mode)
+    _, ops = _scoped_graph(model, float_options.static_batch)
     return (
         float_tflite,
         ops,

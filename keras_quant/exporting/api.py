@@ -9,6 +9,7 @@ report.
 
 import dataclasses
 
+from keras_quant.conversion import routes as conversion
 from keras_quant.conversion import shared_work
 from keras_quant.errors import KerasQuantError
 from keras_quant.exporting import auto
@@ -68,6 +69,10 @@ def _write(model, plan, on_error):
     shared = {}  # float32 size and float predictions, computed once
     results = []
     epochs = recording.epochs(model)
+    # The engine's child quantizes while this process does the rest.
+    conversion.start(
+        model, [d.options for d in plan.destinations if d.options is not None]
+    )
     for destination in plan.destinations:
         step = STEPS.get(destination.mode, single.export_mode)
         try:
