@@ -205,6 +205,7 @@ def analyze(
 
     Example:
 
+    >>> keras.utils.set_random_seed(0)  # the weights, whatever ran before
     >>> inputs = keras.Input((4,), name="features")
     >>> hidden = keras.layers.Dense(8, activation="relu", name="hidden")
     >>> outputs = keras.layers.Dense(2, name="out")(hidden(inputs))
