@@ -1,18 +1,19 @@
 """Fuzzing the `keras-quant` command line with corrupt inputs.
 
-From three valid seed files (a `.tflite`, a `.keras` and an `.npz`), a
-seeded NumPy generator derives several hundred broken ones: flipped bits,
-overwritten bytes, truncations, random bytes, empty files, wrong
-extensions, `.keras` archives with garbage members, `.npz` files with wrong
-keys, dtypes, shapes or pickled object arrays, and random argument lists;
-then hostile inputs given to a command that would otherwise succeed: named
-pipes in place of each file, `.npz` members that are not arrays, 0-d
-members, NaN or infinite data, and destinations no file can be written
-to. Each case runs in this process through `cli.main`; none may let an
-exception out, print a traceback, exit with a code other than 0, 1 or 2,
-fail with more or less than one line on stderr (or as unexpected, a bug),
-or leave a file behind when it fails; none of the hostile inputs may pass
-(exit 0), and no named pipe may be opened.
+From four valid seed files (a `.tflite`, a float and an observed `.keras`
+and an `.npz`), a seeded NumPy generator derives several hundred broken
+ones: flipped bits, overwritten bytes, truncations, random bytes, empty
+files, wrong extensions, `.keras` archives with garbage members, `.npz`
+files with wrong keys, dtypes, shapes or pickled object arrays, and random
+argument lists; then hostile inputs given to a command that would
+otherwise succeed: named pipes in place of each file, `.npz` members that
+are not arrays, 0-d members, NaN or infinite data, destinations no file
+can be written to, and observed `.keras` files whose saved observer state
+was edited. Each case runs in this process through `cli.main`; none may
+let an exception out, print a traceback, exit with a code other than 0, 1
+or 2, fail with more or less than one line on stderr (or as unexpected, a
+bug), or leave a file behind when it fails; none of the hostile inputs
+may pass (exit 0), and no named pipe may be opened.
 
 Most cases aim at `inspect` and at the checks made before a model loads,
 which cost milliseconds; the cases that load the `.keras` model, or let
@@ -26,6 +27,7 @@ import os
 import re
 import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -72,7 +74,8 @@ MODE_TEXTS = (
 
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory, digits):
-    """The valid seed files: model.keras, model.tflite (int8), data.npz."""
+    """The valid seed files: model.keras (float), observed.keras (its
+    observed model, calibrated), model.tflite (int8), data.npz."""
     folder = tmp_path_factory.mktemp("fuzz_seeds")
     keras.utils.set_random_seed(0)
     model = small_cnn(name="fuzz_cnn")
@@ -80,6 +83,8 @@ def seeds(tmp_path_factory, digits):
     observed = keras_quant.observe(model, save_modes=())
     observed.predict(digits["val"][0][:64], verbose=0)
     keras_quant.export(observed, folder / "model.tflite")
+    with pytest.warns(UserWarning, match="input rows"):
+        observed.save(folder / "observed.keras")
     x, y = digits["test"]
     np.savez(folder / "data.npz", x=x[:16], y=y[:16])
     (folder / "junk.keras").write_bytes(b"not a zip archive")
@@ -446,6 +451,65 @@ def keras_bit_flips(case):
     return case.compare(keras_path=case.write(".keras", data))
 
 
+# --- .keras: an observer's saved state edited -----------------------------
+
+WEIGHTS = "model.weights.h5"
+OBSERVER_VARIABLES = re.compile(r"observer(_\d+)?/vars$")
+
+
+def tampered_states(case):
+    """The observed seed with one observer's saved state edited (decision
+    D52): NaN or infinite values, a range beyond any activation, a
+    reversed range, a negative count, or a replay sample of another
+    shape. Loading it must fail, for `export` and `compare` alike."""
+    source = zipfile.ZipFile(io.BytesIO(case.seed("observed.keras")))
+    members = {name: source.read(name) for name in source.namelist()}
+    buffer = io.BytesIO(members[WEIGHTS])
+    with h5py.File(buffer, "r+") as weights:
+        found = []
+        weights.visit(
+            lambda name: (
+                found.append(name) if OBSERVER_VARIABLES.search(name) else None
+            )
+        )
+        case.pick(EDITED_STATES)(case, weights[case.pick(sorted(found))])
+    members[WEIGHTS] = buffer.getvalue()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as target:
+        for name, data in members.items():
+            target.writestr(name, data)
+    path = case.write(".keras", archive.getvalue())
+    if case.integer(0, 2):
+        return ["export", path, "-m", "int8", "-o", case.output()]
+    return case.compare(keras_path=path)
+
+
+def _set(variables, index, value):
+    dataset = variables[str(index)]
+    dataset[...] = np.asarray(value, dataset.dtype)
+
+
+def _replay_of_another_shape(case, variables):
+    if "6" not in variables:  # this observer keeps no replay sample
+        return _set(variables, 2, -case.integer(1, 99))
+    rows = variables["6"][...]
+    del variables["6"]
+    variables.create_dataset("6", data=rows[: case.integer(1, len(rows))])
+
+
+# The edits, each of one saved value: 0 min_, 1 max_, 2 and 3 counts,
+# 6 the replay sample.
+EDITED_STATES = (
+    lambda case, v: _set(v, case.integer(0, 2), case.pick(NON_FINITE)),
+    lambda case, v: _set(v, 1, case.pick([3e38, 1e16, 1e30])),
+    lambda case, v: _set(v, 0, -case.pick([3e38, 1e16, 1e30])),
+    lambda case, v: _set(v, 0, float(v["1"][...]) + case.integer(1, 9)),
+    lambda case, v: _set(v, case.integer(2, 4), -case.integer(1, 99)),
+    _replay_of_another_shape,
+)
+NON_FINITE = (np.nan, np.inf, -np.inf)
+
+
 # --- random argument lists ------------------------------------------------
 
 
@@ -594,10 +658,11 @@ CASES = {
     named_pipes: 45,
     hostile_npz: 60,
     hostile_outputs: 25,
+    tampered_states: 30,
 }
 
 # The case makers whose every case must fail (exit 1 or 2).
-HOSTILE = (named_pipes, hostile_npz, hostile_outputs)
+HOSTILE = (named_pipes, hostile_npz, hostile_outputs, tampered_states)
 
 
 def all_cases():

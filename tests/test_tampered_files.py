@@ -53,12 +53,22 @@ def set_value(index, value):
     return edit
 
 
+def both(*edits):
+    def edit(weights):
+        for change in edits:
+            change(weights)
+
+    return edit
+
+
 # index of the saved value: 0 min_, 1 max_, 2 batches seen.
 EDITS = {
     "beyond 1e\\+15": set_value(1, 3e38),
     "NaN or infinite": set_value(0, np.nan),
     "reversed": set_value(0, 5.0),
     "negative count": set_value(2, -4),
+    # An observer that saw no batch holds [0, 0]: its range is checked too.
+    "is reversed": both(set_value(2, 0), set_value(0, 5.0)),
 }
 
 

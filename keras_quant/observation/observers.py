@@ -410,16 +410,17 @@ class Observer(keras.layers.Layer):
                 self._refuse(f"'{name}' holds NaN or infinite values")
             if value.dtype.kind in "iu" and np.any(value < 0):
                 self._refuse(f"'{name}' holds a negative count")
+        # Checked whether or not a batch was seen: an observer that saw
+        # none holds [0, 0], so no state it saves is reversed or huge.
         state = dict(zip(NAMES, values))
-        if int(state["batches_seen_"]) > 0:
-            low, high = float(state["min_"]), float(state["max_"])
-            if not low <= high:
-                self._refuse(f"its range [{low:g}, {high:g}] is reversed")
-            if max(abs(low), abs(high)) > MAX_MAGNITUDE:
-                self._refuse(
-                    f"its range [{low:g}, {high:g}] is beyond "
-                    f"{MAX_MAGNITUDE:g}, which no activation reaches"
-                )
+        low, high = float(state["min_"]), float(state["max_"])
+        if not low <= high:
+            self._refuse(f"its range [{low:g}, {high:g}] is reversed")
+        if max(abs(low), abs(high)) > MAX_MAGNITUDE:
+            self._refuse(
+                f"its range [{low:g}, {high:g}] is beyond "
+                f"{MAX_MAGNITUDE:g}, which no activation reaches"
+            )
 
     def _refuse(self, what):
         raise ValueError(
