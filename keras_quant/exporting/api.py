@@ -50,7 +50,7 @@ def run(model, plan, on_error=None):
 def _run_here_or_in_child(model, plan, on_error):
     """`run` past the checks: the files, then the report."""
     if tensorflow_process.needed():
-        results = tensorflow_process.run(model, plan, export_saved, on_error)
+        results = tensorflow_process.run(model, plan, export_pickled, on_error)
     else:
         results = _write(model, plan, on_error)
     if plan.report_dir is not None and results:
@@ -91,21 +91,32 @@ def _write(model, plan, on_error):
     return results
 
 
-def export_saved(keras_path, plan):
+def export_pickled(pickled_model, plan):
     """What a TensorFlow child process runs for a model on another backend
-    (`tensorflow_process`): loads the `.keras` file, writes the files of
-    `plan`; returns `(results, [(mode, error), ...])`."""
-    import keras
+    (`tensorflow_process`): unpickles the model, writes the files of
+    `plan` into a temporary folder it removes before answering; returns
+    `([(result, tflite bytes), ...], [(mode, error), ...])`."""
+    import pickle
+    import tempfile
 
     from keras_quant import _registration
 
-    _registration.register()
-    model = keras.saving.load_model(keras_path)
+    _registration.register()  # before the model's classes are looked up
+    model = pickle.loads(pickled_model)
     failures = []
-    results = _write(
-        model, plan, lambda mode, error: failures.append((mode, error))
-    )
-    return results, failures
+    with tempfile.TemporaryDirectory(prefix="keras-quant-") as folder:
+        results = _write(
+            model,
+            tensorflow_process.inside(plan, folder),
+            lambda mode, error: failures.append((mode, error)),
+        )
+        written = [(result, _read(result.path)) for result in results]
+    return written, failures
+
+
+def _read(path):
+    with open(path, "rb") as stream:
+        return stream.read()
 
 
 def export(

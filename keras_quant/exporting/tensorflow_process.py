@@ -3,13 +3,20 @@
 The TFLite converter traces TensorFlow graphs; a Keras model built on the
 JAX or PyTorch backend has none. When the running backend is not
 TensorFlow, `exporting.api.run` hands its plan here: the model (weights,
-ranges, replay sample) is saved to a temporary `.keras` file, a child
-process with `KERAS_BACKEND=tensorflow` loads it and runs the same plan
-into a temporary folder (`conversion.isolation.run_isolated`), and this
-process writes the files to their destinations with
-`files.write_atomically` (so a checkpoint's files are still staged
+ranges, replay sample) is pickled, which Keras does in memory in the
+`.keras` format, and sent with the plan to a child process with
+`KERAS_BACKEND=tensorflow` (`conversion.isolation.run_isolated`). The
+child loads it and runs the same plan into a temporary folder of its own
+(`inside`), and answers with each file's bytes, removing the folder
+before it answers; this process writes the bytes to their destinations
+with `files.write_atomically` (so a checkpoint's files are still staged
 together), then `api.run` the report. The bytes are those a TensorFlow
 process exporting the same `.keras` file writes (decision D38).
+
+Nothing is written to this process's disk: killed at any moment, it
+leaves no copy of the model or of its replay rows behind, and the child
+removes its folder when the job ends, whether or not anyone reads the
+answer (decision D52).
 
 The child costs about as much as starting TensorFlow and loading the model
 (a few seconds) on top of the export itself.
@@ -17,7 +24,7 @@ The child costs about as much as starting TensorFlow and loading the model
 
 import dataclasses
 import os
-import tempfile
+import pickle
 
 import keras
 
@@ -34,28 +41,26 @@ def needed():
     return keras.backend.backend() != BACKEND
 
 
-def run(model, plan, export_saved, on_error=None):
+def run(model, plan, export_pickled, on_error=None):
     """Writes the files of `plan` (not its report) from a TensorFlow child
     process; returns the `ExportResult`s, their paths the plan's.
 
     Args:
         model: the model, on any backend.
         plan: the `ExportPlan`.
-        export_saved: the module-level function the child runs, as
-            `export_saved(keras_path, plan)` returning `(results,
-            [(mode, error), ...])` (`api.export_saved`).
+        export_pickled: the module-level function the child runs, as
+            `export_pickled(pickled_model, plan)` returning
+            `([(result, tflite bytes), ...], [(mode, error), ...])`
+            (`api.export_pickled`).
         on_error: as for `api.run`.
     """
-    with tempfile.TemporaryDirectory(prefix="keras-quant-") as folder:
-        keras_path = os.path.join(folder, "model.keras")
-        keras.Model.save(model, keras_path)  # the model, not the checkpoint
-        results, failures = isolation.run_isolated(
-            export_saved,
-            keras_path,
-            _into(plan, folder),
-            environment={"KERAS_BACKEND": BACKEND},
-        )
-        results = [_written(result, plan) for result in results]
+    written, failures = isolation.run_isolated(
+        export_pickled,
+        pickle.dumps(model),
+        _for_child(plan),
+        environment={"KERAS_BACKEND": BACKEND},
+    )
+    results = [_write(result, tflite, plan) for result, tflite in written]
     for mode, error in failures:
         if on_error is None:
             raise error
@@ -63,11 +68,12 @@ def run(model, plan, export_saved, on_error=None):
     return results
 
 
-def _into(plan, folder):
-    """`plan` writing into `folder`, with its validation data as arrays
-    (what crosses to the child must be picklable)."""
+def _for_child(plan):
+    """`plan` as the child runs it: its files named by their position
+    (`inside` puts them in the child's folder), its validation data as
+    arrays (what crosses to the child must be picklable), no report."""
     destinations = tuple(
-        dataclasses.replace(d, path=os.path.join(folder, f"{i}.tflite"))
+        dataclasses.replace(d, path=f"{i}.tflite")
         for i, d in enumerate(plan.destinations)
     )
     validation = plan.validation_data
@@ -83,16 +89,25 @@ def _into(plan, folder):
     )
 
 
+def inside(plan, folder):
+    """The child's `plan`, writing its files into `folder`."""
+    destinations = tuple(
+        dataclasses.replace(d, path=os.path.join(folder, d.path))
+        for d in plan.destinations
+    )
+    return dataclasses.replace(plan, destinations=destinations)
+
+
 def _numpy(part):
     if isinstance(part, (list, tuple)):
         return [keras.ops.convert_to_numpy(p) for p in part]
     return None if part is None else keras.ops.convert_to_numpy(part)
 
 
-def _written(result, plan):
-    """Writes the child's file to its destination; the result, with it."""
+def _write(result, tflite, plan):
+    """Writes one file the child made to its destination; the result,
+    with it."""
     index = int(os.path.basename(result.path).split(".")[0])
     destination = plan.destinations[index].path
-    with open(result.path, "rb") as stream:
-        files.write_atomically(destination, stream.read())
+    files.write_atomically(destination, tflite)
     return dataclasses.replace(result, path=destination)
