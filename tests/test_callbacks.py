@@ -9,6 +9,7 @@ import tensorflow as tf
 import keras_quant
 from keras_quant.callbacks import RangeCalibration
 from keras_quant.callbacks import TFLiteExport
+from keras_quant.conversion import isolation
 from keras_quant.measurement import sensitivity
 from keras_quant.observation.observers import read
 from tests.conftest import small_cnn
@@ -162,6 +163,29 @@ def test_export_at_train_end(observed, digits, tmp_path):
         accuracy
     )
     assert set(export.results[1].quantized_metrics) == {"loss", "accuracy"}
+
+
+class ChildProbe(keras.callbacks.Callback):
+    """Records the engine child's process id as training begins (after
+    the callbacks before it)."""
+
+    def on_train_begin(self, logs=None):
+        self.pid = isolation.child_pid()
+
+
+@pytest.mark.parametrize("mode, starts", [("int8", True), ("float16", False)])
+def test_export_starts_the_engine_child_as_training_begins(
+    observed, digits, tmp_path, mode, starts
+):
+    """Its first export then does not wait for the child to start; a
+    mode the engine does not quantize starts none."""
+    isolation.stop_children()
+    probe = ChildProbe()
+    export = TFLiteExport(str(tmp_path / "m_{mode}.tflite"), modes=[mode])
+    fit(observed, digits, [RangeCalibration(), export, probe], epochs=1)
+    assert (probe.pid is not None) == starts
+    assert isolation.child_pid() == probe.pid  # the export used that one
+    assert (tmp_path / f"m_{mode}.tflite").exists()
 
 
 def test_export_auto_at_train_end(observed, digits, tmp_path):

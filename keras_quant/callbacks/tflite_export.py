@@ -161,6 +161,8 @@ class TFLiteExport(keras.callbacks.Callback):
                 argument, template, self._first_mode()
             )
         self._unchecked_names = set(self._log_names)
+        modes = ("auto",) if self.auto else self.modes
+        api.warm_up(self.model, modes)  # its first export will not wait
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

@@ -156,6 +156,17 @@ def prepare(environment=None, modules=()):
     return child
 
 
+def child_pid(environment=None):
+    """The process id of the kept child for `environment`, or None if
+    none runs.
+
+    >>> child_pid({"KERAS_QUANT_EXAMPLE": "never started"}) is None
+    True
+    """
+    child = _CHILDREN.get(_key(environment))
+    return child.process.pid if child is not None and child.alive() else None
+
+
 def _key(environment):
     return tuple(sorted((environment or {}).items()))
 

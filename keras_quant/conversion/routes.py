@@ -91,6 +91,18 @@ def start(model, options_list):
             pass
 
 
+def uses_engine(model, mode):
+    """Whether `mode` (a `Mode` or its name, default options) of `model`
+    is quantized by the engine, in its child process."""
+    return _route(model, ConvertOptions.of(mode)) is Route.ENGINE
+
+
+def warm_up():
+    """Starts the engine's child now, loading the engine; the first
+    conversion through the engine will use it."""
+    isolation.prepare(modules=ENGINE_MODULES)
+
+
 def _convert(model, options):
     """`convert`, done."""
     _check(model, options)
@@ -217,8 +229,7 @@ def _engine_job(model, options):
 
 
 def _send_to_engine(model, options):
-    # The child loads the engine while this process converts.
-    isolation.prepare(modules=ENGINE_MODULES)
+    warm_up()  # the child loads the engine while this process converts
     float_tflite, ops, observed = shared_work.computed(
         ("engine float model", id(model), options.target),
         lambda: _engine_float_model(model, options),

@@ -30,6 +30,7 @@ import keras
 
 from keras_quant import data as data_lib
 from keras_quant.conversion import isolation
+from keras_quant.conversion import routes
 from keras_quant.exporting import files
 
 BACKEND = "tensorflow"
@@ -39,6 +40,19 @@ def needed():
     """Whether this process's Keras backend cannot convert (not
     TensorFlow)."""
     return keras.backend.backend() != BACKEND
+
+
+# The child's environment, and what it imports as it starts.
+ENVIRONMENT = {"KERAS_BACKEND": BACKEND}
+CHILD_MODULES = ("keras_quant.exporting.api",)
+
+
+def warm_up(engine=False):
+    """Starts the TensorFlow child now, and with `engine` the engine's
+    child inside it; the first export will use them."""
+    isolation.prepare(ENVIRONMENT, CHILD_MODULES)
+    if engine:  # a job nobody waits for: its answer is read before the next
+        isolation.submit(routes.warm_up, environment=ENVIRONMENT)
 
 
 def run(model, plan, export_pickled, on_error=None):
@@ -58,7 +72,7 @@ def run(model, plan, export_pickled, on_error=None):
         export_pickled,
         pickle.dumps(model),
         _for_child(plan),
-        environment={"KERAS_BACKEND": BACKEND},
+        environment=ENVIRONMENT,
     )
     results = [_write(result, tflite, plan) for result, tflite in written]
     for mode, error in failures:
