@@ -18,10 +18,15 @@ the function is raised again here.
 A hung child is found by its CPU time (decision D52): one that uses none
 for `stall` seconds (30 by default) while it should be working, because
 it waits on a lock, sleeps or was stopped, is ended then, not at the
-`timeout`, which only bounds a child that keeps computing. Sending the
-job is watched the same way, so a child that stopped reading cannot
-block this process either. Where the CPU time cannot be read (no
-`/proc`), the timeout alone applies.
+`timeout`, which only bounds a child that keeps computing. Jobs are
+written by a thread, so a child that stopped reading cannot block this
+process either. Where the CPU time cannot be read (no `/proc`), the
+timeout alone applies.
+
+`submit` sends a job and returns at once; the child answers jobs in the
+order they were sent, so a caller can send several and work meanwhile
+(`export_many` sends its engine modes first, then converts its float
+modes while the child quantizes, decision D53).
 
 Nothing is written to disk, and the child cannot outlive this process:
 it reads its next job from a pipe whose only writer is this process, and
@@ -151,7 +156,10 @@ def prepare(environment=None, modules=()):
     converts the float model while ai-edge-quantizer loads)."""
     key = _key(environment)
     child = _CHILDREN.get(key)
-    if child is None or not child.alive():
+    if child is not None and not child.alive():
+        _forget(child)  # it ended between jobs; what it was sent goes again
+        child = None
+    if child is None:
         child = _CHILDREN[key] = _Child(environment, modules)
     return child
 
