@@ -13,11 +13,17 @@ import numpy as np
 
 import keras_quant
 
-inputs = keras.Input((8,))
-hidden = keras.layers.Dense(16, activation="relu")(inputs)
-model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
-observed = keras_quant.observe(model, save_modes=())
-observed.predict(np.random.default_rng(0).normal(size=(64, 8)), verbose=0)
-print("exporting", flush=True)
-keras_quant.export(observed, sys.argv[1], "int8")
-print("exported", flush=True)
+
+def main(path):
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    observed = keras_quant.observe(model, save_modes=())
+    observed.predict(np.random.default_rng(0).normal(size=(64, 8)), verbose=0)
+    print("exporting", flush=True)
+    keras_quant.export(observed, path, "int8")
+    print("exported", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
