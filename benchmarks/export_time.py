@@ -30,6 +30,11 @@ from the steady state. Everything below is measured in this one process
 (d) wall time of `keras-quant --help`, `inspect nosuch.tflite`, `export
     nosuch.keras` and `export m.keras --mode nosuch`, each a fresh process,
     in an empty folder.
+(e) the first int8 export of a fresh process (a small CNN trained 8
+    epochs on 12288 random images, a few seconds), on TensorFlow and, if
+    installed, JAX: cold, and after `exporting.api.warm_up` at the start
+    of training, as `TFLiteExport` calls it (the child processes start
+    while the model trains). No goal.
 
 Before (a), one stock float32 conversion of a tiny model pays TensorFlow's
 one-off converter set-up, which whichever converts first in a process
@@ -40,6 +45,7 @@ Goals: (a) steady ratio <= 1.0x, (b) <= 0.6x, (c) <= 2x, (d) < 0.5 s.
 """
 
 import argparse
+import importlib.util
 import os
 import shutil
 import statistics
@@ -64,6 +70,30 @@ MOBILENET_CALIBRATION = 200
 MOBILENET_PREDICT_BATCH = 50
 MANY_MODES = ("float32", "dynamic", "int8", "int8_only", "float16", "int16x8")
 CLI_REPEATS = 5
+FIRST_EXPORT_REPEATS = 3
+
+# (e): one fresh process; argv[1] is "cold" or "warm"; prints the seconds
+# of its training and of its first export.
+FIRST_EXPORT_SCRIPT = """
+import sys, time
+import numpy as np, keras, keras_quant
+from keras_quant.exporting import api
+keras.utils.set_random_seed(0)
+inputs = keras.Input((8, 8, 1))
+x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+x = keras.layers.Dense(10)(keras.layers.Flatten()(x))
+observed = keras_quant.observe(keras.Model(inputs, x), save_modes=())
+observed.compile(optimizer="adam", loss="mse")
+if sys.argv[1] == "warm":
+    api.warm_up(observed, ["int8"])  # what TFLiteExport does at train begin
+data = np.random.default_rng(0).random((16384, 8, 8, 1)).astype("float32")
+start = time.perf_counter()
+labels = np.zeros((len(data), 10))
+observed.fit(data, labels, validation_split=0.25, epochs=8, verbose=0)
+trained = time.perf_counter()
+keras_quant.export(observed, sys.argv[2], "int8")
+print(trained - start, time.perf_counter() - trained)
+"""
 GOALS = {"a": 1.0, "b": 0.6, "c": 2.0, "d": 0.5}
 EXPORT = "keras-quant export"
 CONVERT = "keras-quant convert"
@@ -259,6 +289,36 @@ def child_start_up():
     return common.seconds(start)[0]
 
 
+def measure_first_exports(repeats):
+    """`{(backend, "cold" or "warm"): ([fit seconds, ...], [first export
+    seconds, ...])}` of fresh processes, on TensorFlow and (if installed)
+    JAX."""
+    backends = ["tensorflow"]
+    if importlib.util.find_spec("jax") is not None:
+        backends.append("jax")
+    found = {}
+    folder = tempfile.mkdtemp(prefix="kq_first_")
+    try:
+        for round_index in range(repeats):
+            for backend in backends:
+                for variant in common.rotated(["cold", "warm"], round_index):
+                    done = subprocess.run(
+                        [sys.executable, "-c", FIRST_EXPORT_SCRIPT, variant]
+                        + [os.path.join(folder, "m.tflite")],
+                        capture_output=True,
+                        text=True,
+                        env={**os.environ, "KERAS_BACKEND": backend},
+                        check=True,
+                    )
+                    fit, export = done.stdout.strip().splitlines()[-1].split()
+                    times = found.setdefault((backend, variant), ([], []))
+                    times[0].append(float(fit))
+                    times[1].append(float(export))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return found
+
+
 # --------------------------------------------------------------------------
 # Output
 
@@ -416,6 +476,30 @@ def report_cli(found):
     return medians
 
 
+def report_first_exports(found):
+    common.print_title("(e) first export of a fresh process, cold and warm")
+    print(
+        "A small CNN trained 8 epochs (a few seconds), then its first int8 "
+        "export; warm:\n`api.warm_up` before `fit`, as TFLiteExport calls it "
+        "at train begin, so the\nchild processes start while the model "
+        f"trains. {FIRST_EXPORT_REPEATS} fresh processes each, medians; "
+        "no\ngoal."
+    )
+    print()
+    rows, medians = [], {}
+    for (backend, variant), (fits, exports) in found.items():
+        summary = common.Summary.of(exports)
+        medians[f"{backend} {variant}"] = summary.median
+        fit = statistics.median(fits)
+        total = statistics.median(f + e for f, e in zip(fits, exports))
+        row = [backend, variant, f"{fit:.1f} s", f"{total:.1f} s"]
+        rows.append(row + [summary.format()])
+    headers = ["backend", "child", "fit", "fit + export", "first export"]
+    common.print_table(headers, rows)
+    print()
+    return medians
+
+
 # --------------------------------------------------------------------------
 
 
@@ -480,6 +564,9 @@ def main(argv=None):
         _, timings, _ = measure(functions, list(functions), args.repeats)
         results["export_many"] = report_many(args, timings)
     results["cli"] = report_cli(measure_cli(cli_commands(), CLI_REPEATS))
+    results["first_export"] = report_first_exports(
+        measure_first_exports(FIRST_EXPORT_REPEATS)
+    )
     start_up = child_start_up()
     print(
         "engine child alone (start, import ai-edge-quantizer and LiteRT, one "
