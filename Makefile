@@ -49,8 +49,8 @@ TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); \
 	[ "$$n" -gt 4 ] && n=4; echo $$n)
 PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-# The whole suite: about 7 minutes on 2 cores from a fresh clone, 6 of
-# them tests (see README).
+# The whole suite: about 8 minutes on 2 cores from a fresh clone, 5 to 7
+# of them tests (see README).
 test: $(STAMP) $(BACKENDS) browser
 	$(PYTEST)
 
