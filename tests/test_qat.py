@@ -85,12 +85,20 @@ def test_kernel_fake_quant_is_what_tflite_stores(trained_qat):
     np.testing.assert_allclose(stored.T, simulated, rtol=1e-5, atol=1e-7)
 
 
+# Per-channel factors of either sign, powers of two so that scaling is
+# exact in float32: with other factors the two orders compute k * s / m
+# with different roundings, and an element within an ulp of a rounding
+# tie lands on the neighbouring step (hypothesis found seed 27330 with
+# factor -3: one element of 54, one step apart).
+FOLDING_FACTORS = st.tuples(
+    st.sampled_from([1.0, -1.0]), st.integers(-4, 4)
+).map(lambda sign_exponent: sign_exponent[0] * 2.0 ** sign_exponent[1])
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     st.integers(0, 2**16),
-    st.lists(
-        st.floats(0.05, 20.0) | st.floats(-20.0, -0.05), min_size=3, max_size=3
-    ),
+    st.lists(FOLDING_FACTORS, min_size=3, max_size=3),
 )
 def test_per_channel_quantization_commutes_with_bn_folding(seed, factors):
     kernel = np.random.default_rng(seed).normal(size=(3, 3, 2, 3))
