@@ -311,11 +311,21 @@ def make_parser(description, *, repeats=None, seeds=None, seed=None):
     return parser
 
 
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected >= 1, got {value}")
-    return value
+def whole_number(minimum):
+    """An argparse `type`: a whole number of at least `minimum`."""
+
+    def parse(text):
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected >= {minimum}, got {value}"
+            )
+        return value
+
+    return parse
+
+
+_positive = whole_number(1)
 
 
 def command_line(script, args):

@@ -44,7 +44,6 @@ the rows (order rotated each round) and the steady figure is the median.
 Goals: (a) steady ratio <= 1.0x, (b) <= 0.6x, (c) <= 2x, (d) < 0.5 s.
 """
 
-import argparse
 import importlib.util
 import os
 import shutil
@@ -507,18 +506,11 @@ def make_parser():
     parser = common.make_parser(__doc__, repeats=5, seed=0)
     parser.add_argument(
         "--mobilenet-repeats",
-        type=_count,
+        type=common.whole_number(0),
         default=3,
         help="steady rounds for MobileNetV2 (b); 0 skips (b)",
     )
     return parser
-
-
-def _count(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected >= 0, got {value}")
-    return value
 
 
 def main(argv=None):
