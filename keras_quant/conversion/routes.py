@@ -151,7 +151,10 @@ def ranges_for(model, mode):
     """
     if not MODES[mode].needs_ranges or tfmot_interop.is_tf_keras_model(model):
         return {}
-    return collected_ranges(model, f"Mode {mode.value!r}")
+    return shared_work.computed(  # read once per run, for every mode
+        ("collected ranges", id(model)),
+        lambda: collected_ranges(model, f"Mode {mode.value!r}"),
+    )
 
 
 # Each route: (model, options) -> .tflite bytes; the converter's routes

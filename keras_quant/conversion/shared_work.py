@@ -5,8 +5,9 @@ An export run (`exporting.api.run`: `export`, `export_many`,
 several modes, and `mode="auto"` converts the same candidates more than
 once (to measure, to compare, to write). Inside `one_run()`, each piece of
 work is done once and kept until the run ends (decision D48): a model's
-float graph traced and frozen once per shape setting, the engine's float
-model converted once per target, and each `ConvertOptions` converted once.
+collected ranges read once, its float graph traced and frozen once per
+shape setting, the engine's float model converted once per target, and
+each `ConvertOptions` converted once.
 Outside a run nothing is kept.
 
 The keys name the model by `id`: within a run the model object lives, and
