@@ -216,13 +216,11 @@ def test_export_with_a_folder_of_images(files, digits):
     assert np.mean(found.argmax(-1) == digits["test"][1]) > 0.8
 
 
-def test_compare_and_its_budget(files, capsys):
-    good = files / "m_int8.tflite"
-    run("export", files / "observed.keras", "-m", "int8", "-o", good)
+def test_compare_and_its_budget(files, int8_tflite, capsys):
     code = run(
         "compare",
         files / "float.keras",
-        good,
+        int8_tflite,
         "--data",
         files / "test.npz",
         "--max-drop",
@@ -247,7 +245,9 @@ def test_compare_and_its_budget(files, capsys):
     assert "more than --max-drop 2" in capsys.readouterr().err
 
 
-def test_compare_fails_models_whose_outputs_do_not_agree(files, capsys):
+def test_compare_fails_models_whose_outputs_do_not_agree(
+    files, int8_tflite, capsys
+):
     """Two unrelated models: the metric gate alone may pass (a generous
     budget, or a loss lower by chance); their outputs cannot agree."""
     unrelated = files / "unrelated.tflite"
@@ -269,18 +269,9 @@ def test_compare_fails_models_whose_outputs_do_not_agree(files, capsys):
         capsys, *argv, "--max-drop", 100, "--min-sqnr", -100
     )
     assert code == 0 and err == ""
-    good = files / "m_int8.tflite"
-    if not good.exists():
-        run("export", files / "observed.keras", "-m", "int8", "-o", good)
+    argv = ["compare", files / "float.keras", int8_tflite, "--data"]
     code, out, _ = run_captured(
-        capsys,
-        "compare",
-        files / "float.keras",
-        good,
-        "--data",
-        files / "test.npz",
-        "--max-drop",
-        2,
+        capsys, *argv, files / "test.npz", "--max-drop", 2
     )
     assert code == 0
     assert float(out.split("output SQNR: ")[1].split(" dB")[0]) > 10

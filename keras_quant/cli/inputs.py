@@ -240,15 +240,22 @@ def check_fits_model(x, model, where):
         )
 
 
-def output_folder(path, option):
-    """`path`, a folder the command will write in: created if missing,
-    checked before any work so a bad one costs nothing."""
+def check_path_text(path, option):
+    """`path`, once `files.check_path_text` found no NUL byte, no name too
+    long and no `..` after a missing folder; its error as a one-line
+    `UsageError` naming `option`."""
     from keras_quant.exporting import files
 
     try:
-        files.check_path_text(path, option)  # NUL bytes, '..', long names
+        return files.check_path_text(path, option)
     except (ValueError, OSError) as error:
         raise UsageError(one_line(error, limit=600)) from error
+
+
+def output_folder(path, option):
+    """`path`, a folder the command will write in: created if missing,
+    checked before any work so a bad one costs nothing."""
+    check_path_text(path, option)
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(
             f"{option} {path} is a file; name a folder (it is created if "

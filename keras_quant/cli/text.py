@@ -53,12 +53,9 @@ def filled_template(template, mode):
             "only name it may hold in braces is {mode}, as is (no attribute "
             "or index); write a literal brace twice, '{{' or '}}'"
         ) from error
-    from keras_quant.exporting import files
+    from keras_quant.cli import inputs
 
-    try:
-        return files.check_path_text(path, "--output")
-    except (ValueError, OSError) as error:
-        raise UsageError(" ".join(str(error).split())) from error
+    return inputs.check_path_text(path, "--output")
 
 
 def stem(path):
